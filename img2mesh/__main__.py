@@ -1,0 +1,3 @@
+from img2mesh.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Generate stage: 16 synchronized views with SyncDreamer (optionally HarmonyView guidance)."""

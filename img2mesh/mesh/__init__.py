@@ -1,0 +1,1 @@
+"""Mesh stage: marching cubes, clean-up, coloured export and previews."""

@@ -1,0 +1,1 @@
+"""Plumbing between the CLI and the stages: config, stage runner, manifest, locks, reporting."""

@@ -1,0 +1,304 @@
+"""Configuration: ``configs/default.yaml`` + preset + ``--config`` file + ``--set`` overrides.
+
+The dataclasses below are the schema (names and types); the YAML files hold the values, so a
+default lives in exactly one place. Everything is validated on load and a wrong key or type is a
+:class:`UsageError` naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from img2mesh.errors import UsageError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PRESETS = ("default", "smoke", "fast", "quality")
+
+
+@dataclass
+class RunConfig:
+    seed: int
+    device: str
+
+
+@dataclass
+class SegmentConfig:
+    use_alpha: Literal["auto", "always", "never"]
+    crop_size: int
+    max_pixels: int
+
+
+@dataclass
+class ElevationConfig:
+    value: Optional[float]
+    default: float
+    min: float
+    max: float
+    matcher: Literal["loftr", "sift"]
+
+
+@dataclass
+class GenerateConfig:
+    weights: Optional[str]
+    hub_sources: list[str]
+    guidance: Literal["cfg", "harmony"]
+    cfg_scale: float
+    harmony_scales: list[float]
+    steps: int
+    eta: float
+    num_samples: int
+    batch_views: int
+    precision: Literal["auto", "fp32", "fp16", "bf16"]
+    input_latent: Literal["sample", "mode"]
+
+
+@dataclass
+class ReconstructConfig:
+    field: Literal["mlp", "hashgrid"]
+    steps: int
+    rays_per_step: int
+    samples_per_ray: int
+    learning_rate: float
+    checkpoint_every: int
+
+
+@dataclass
+class MeshConfig:
+    resolution: int
+    formats: list[Literal["glb", "ply", "obj"]]
+    target_faces: Optional[int]
+    preview: bool
+
+
+@dataclass
+class Config:
+    run: RunConfig
+    segment: SegmentConfig
+    elevation: ElevationConfig
+    generate: GenerateConfig
+    reconstruct: ReconstructConfig
+    mesh: MeshConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved configuration as plain data (what the manifest stores)."""
+        return dataclasses.asdict(self)
+
+    def get(self, dotted: str) -> Any:
+        """Value at a dotted key such as ``generate.steps`` (or a whole section)."""
+        value: Any = self
+        for part in dotted.split("."):
+            value = getattr(value, part)
+        return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
+# Values a few keys accept beyond their type, checked after the type.
+_DEVICE_HELP = "auto, cpu, cuda or cuda:N"
+
+
+def _check_extra(key: str, value: Any) -> None:
+    if key == "run.device":
+        ok = value in ("auto", "cpu", "cuda") or (
+            value.startswith("cuda:") and value[5:].isdigit()
+        )
+        if not ok:
+            raise UsageError(f"config key run.device: {value!r} is not one of {_DEVICE_HELP}")
+    if key == "generate.harmony_scales" and len(value) != 2:
+        raise UsageError("config key generate.harmony_scales: needs exactly two numbers [s1, s2]")
+    positive = ("generate.steps", "generate.num_samples", "generate.batch_views",
+                "reconstruct.steps", "reconstruct.rays_per_step",
+                "reconstruct.samples_per_ray", "reconstruct.checkpoint_every",
+                "mesh.resolution", "segment.max_pixels")
+    if key in positive and value < 1:
+        raise UsageError(f"config key {key}: must be at least 1, got {value}")
+    if key == "mesh.formats" and not value:
+        raise UsageError("config key mesh.formats: name at least one of glb, ply, obj")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(str(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    bad = UsageError(f"config key {key}: expected {_type_name(tp)}, got {value!r}")
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0]) if value is not None else _raise(bad)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise bad
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad
+        (item,) = typing.get_args(tp)
+        return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # a schema bug, not user input
+
+
+def _raise(err: Exception) -> Any:
+    raise err
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise UsageError(f"config key {prefix.rstrip('.') or '<root>'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            raise UsageError(f"unknown config key {prefix}{key}")
+    values = {}
+    for name in names:
+        dotted = f"{prefix}{name}"
+        if name not in data:
+            raise UsageError(f"config key {dotted} is missing")
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            values[name] = _build(tp, data[name], f"{dotted}.")
+        else:
+            values[name] = _coerce(dotted, data[name], tp)
+            _check_extra(dotted, values[name])
+    return cls(**values)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml  # lazy: keeps `img2mesh --help` fast
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read config file {path}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise UsageError(f"config file {path} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {path} must hold a mapping of sections, not {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``key.sub=value`` into its key path and its YAML-parsed value."""
+    import yaml
+
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise UsageError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. generate.steps=25")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise UsageError(f"--set {text!r}: the value is not valid YAML") from None
+    return key.split("."), value
+
+
+def _apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for i, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if not isinstance(child, dict):
+            raise UsageError(f"unknown config key {'.'.join(path[: i + 1])}")
+        node = child
+    if path[-1] not in node:
+        raise UsageError(f"unknown config key {'.'.join(path)}")
+    node[path[-1]] = value
+
+
+def load_config(
+    preset: str = "default",
+    config_file: Optional[Path] = None,
+    overrides: Optional[list[str]] = None,
+    values: Optional[dict[str, Any]] = None,
+) -> Config:
+    """Resolve the configuration: defaults, preset, file, ``--set`` overrides, then ``values``.
+
+    ``values`` maps dotted keys to already-typed values (the CLI's dedicated flags such as
+    ``--seed``), applied last because a dedicated flag is the most specific request.
+    """
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    data = _read_yaml(CONFIG_DIR / "default.yaml")
+    layers = [] if preset == "default" else [CONFIG_DIR / f"{preset}.yaml"]
+    if config_file is not None:
+        layers.append(Path(config_file))
+    for layer in layers:
+        update = _read_yaml(layer)
+        # Validate the layer's keys on their own so an unknown key is named, not merged silently.
+        _check_known(update, data, "")
+        data = _merge(data, update)
+    for text in overrides or []:
+        path, value = parse_override(text)
+        _apply_override(data, path, value)
+    for key, value in (values or {}).items():
+        _apply_override(data, key.split("."), value)
+    return _build(Config, data, "")
+
+
+def _check_known(update: dict[str, Any], base: dict[str, Any], prefix: str) -> None:
+    for key, value in update.items():
+        if key not in base:
+            raise UsageError(f"unknown config key {prefix}{key}")
+        if isinstance(value, dict) and isinstance(base[key], dict):
+            _check_known(value, base[key], f"{prefix}{key}.")
+
+
+def config_keys(section: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted leaf key of the schema, in declaration order."""
+    keys = []
+    hints = typing.get_type_hints(section)
+    for field in dataclasses.fields(section):
+        tp = hints[field.name]
+        if dataclasses.is_dataclass(tp):
+            keys += config_keys(tp, f"{prefix}{field.name}.")
+        else:
+            keys.append(f"{prefix}{field.name}")
+    return keys

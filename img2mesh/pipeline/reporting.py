@@ -1,0 +1,168 @@
+"""Console output, the per-run log file, progress bars and result tables (Rich), in one place.
+
+Messages and progress go to stderr, tables of results to stdout, so a script can capture the
+results without the chatter. Every message also lands in ``OUT/img2mesh.log``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Optional
+
+if TYPE_CHECKING:
+    from img2mesh.pipeline.runner import RunResult
+    from img2mesh.pipeline.stage import Stage
+
+log = logging.getLogger("img2mesh")
+
+
+class ProgressTask:
+    """Handle a stage uses to report progress of one loop."""
+
+    def __init__(self, progress: Any = None, task_id: Any = None) -> None:
+        self._progress = progress
+        self._task_id = task_id
+
+    def advance(self, steps: float = 1, **fields: Any) -> None:
+        """Move the bar on by ``steps``; ``fields`` (e.g. ``loss=0.12``) are shown beside it."""
+        if self._progress is not None:
+            status = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+            self._progress.update(self._task_id, advance=steps, status=status)
+
+
+class Reporter:
+    """Owns the Rich consoles, logging handlers and progress bars of one command."""
+
+    def __init__(self, quiet: bool = False, verbose: bool = False) -> None:
+        from rich.console import Console
+
+        self.quiet = quiet
+        self.verbose = verbose
+        self.err = Console(stderr=True)
+        self.out = Console()
+        self._setup_logging()
+
+    def _setup_logging(self) -> None:
+        from rich.logging import RichHandler
+
+        log.handlers = [h for h in log.handlers if not isinstance(h, RichHandler)]
+        handler = RichHandler(console=self.err, show_time=False, show_path=False, markup=False,
+                              rich_tracebacks=False)
+        handler.setLevel(logging.WARNING if self.quiet else logging.DEBUG if self.verbose else logging.INFO)
+        log.addHandler(handler)
+        log.setLevel(logging.DEBUG)
+        log.propagate = False
+
+    @contextmanager
+    def log_file(self, path: Path) -> Iterator[None]:
+        """Append everything logged inside the block to ``path``."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+        handler.setLevel(logging.DEBUG)
+        log.addHandler(handler)
+        try:
+            yield
+        finally:
+            log.removeHandler(handler)
+            handler.close()
+
+    @contextmanager
+    def progress(self, description: str, total: Optional[float] = None) -> Iterator[ProgressTask]:
+        """A progress bar for one loop (hidden with --quiet); its duration is logged."""
+        start = time.perf_counter()
+        if self.quiet:
+            yield ProgressTask()
+        else:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
+            with Progress(*columns, console=self.err, transient=True) as bar:
+                yield ProgressTask(bar, bar.add_task(description, total=total, status=""))
+        log.debug("%s: %.1f s", description, time.perf_counter() - start)
+
+
+# Tables the CLI prints. Built here so the CLI stays a thin layer of parsing and printing.
+
+_STATUS_STYLE = {"done": "green", "skipped": "cyan", "kept": "cyan", "failed": "red",
+                 "interrupted": "yellow", "not run": "dim"}
+
+
+def stage_table(result: "RunResult") -> Any:
+    """Stage, status, time and output of one input's run."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    title = escape(f"{result.image} -> {result.run_dir}")
+    table = Table(title=title, title_justify="left")
+    for column in ("stage", "status", "time", "output"):
+        table.add_column(column)
+    for o in result.outcomes:
+        style = _STATUS_STYLE.get(o.status, "")
+        shown = o.error if o.error else ", ".join(o.outputs) or (f"{o.stage}/" if o.status in ("done", "skipped") else "")
+        table.add_row(o.stage, f"[{style}]{o.status}[/]", f"{o.seconds:.1f} s" if o.seconds else "", escape(shown))
+    if result.error and not any(o.error for o in result.outcomes):
+        table.add_row("-", "[red]failed[/]", "", escape(result.error))
+    return table
+
+
+def batch_table(results: list["RunResult"]) -> Any:
+    """One line per input: status, time, and the main output or the error."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    ok = sum(r.ok for r in results)
+    table = Table(title=f"{ok} of {len(results)} inputs succeeded", title_justify="left")
+    for column in ("input", "status", "time", "output"):
+        table.add_column(column)
+    for r in results:
+        status = "[green]ok[/]" if r.ok else "[red]failed[/]"
+        shown = r.error if r.error else str(r.run_dir / (r.main_output() or ""))
+        table.add_row(escape(str(r.image)), status, f"{r.seconds:.1f} s", escape(shown))
+    return table
+
+
+def stages_table(stages: list["Stage"]) -> Any:
+    """What ``img2mesh stages`` shows."""
+    from rich.table import Table
+
+    table = Table(title="img2mesh stages, in order", title_justify="left")
+    for column in ("stage", "what it does", "reads", "writes (OUT/<stage>/)", "config keys"):
+        table.add_column(column)
+    for s in stages:
+        table.add_row(s.name, s.description, ", ".join(s.reads) or "the input image",
+                      ", ".join(s.outputs), ", ".join(s.config_keys))
+    return table
+
+
+def rows_table(title: str, rows: list[tuple[str, str]]) -> Any:
+    """A two-column table (doctor's sections)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(escape(key), escape(value))
+    return table
+
+
+def weights_table(entries: list[Any]) -> Any:
+    """What ``img2mesh weights list`` shows."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="weight files", title_justify="left")
+    for column in ("name", "used by", "size", "source", "local path"):
+        table.add_column(column)
+    for e in entries:
+        path = e.locate()
+        table.add_row(e.name, e.used_by, e.size, escape(e.source()),
+                      escape(str(path)) if path else "[yellow]missing[/]")
+    return table

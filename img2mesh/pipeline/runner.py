@@ -1,0 +1,273 @@
+"""The stage runner: fingerprints, resume, atomic stage folders, publishing, the run manifest.
+
+For each input the runner walks the stages in order. A stage whose recorded fingerprint matches
+(input digest + its config keys + the fingerprints of the stages it reads) and whose outputs are
+intact is skipped; otherwise it runs in a staging folder ``OUT/.partial/<stage>/`` that replaces
+``OUT/<stage>/`` only once the stage has returned and its declared outputs exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from img2mesh import __version__
+from img2mesh.errors import Img2MeshError, InputError, StageError, UsageError
+from img2mesh.pipeline.config import Config
+from img2mesh.pipeline.inputs import check_image
+from img2mesh.pipeline.lock import RunLock
+from img2mesh.pipeline.manifest import Manifest, file_record, now_iso
+from img2mesh.pipeline.reporting import Reporter
+from img2mesh.pipeline.stage import Stage, StageContext
+from img2mesh.utils.files import atomic_copy, sha256_file, sha256_json
+
+log = logging.getLogger("img2mesh")
+PARTIAL_DIR = ".partial"
+FINGERPRINT_FILE = ".fingerprint"
+
+
+@dataclass
+class StageOutcome:
+    """What happened to one stage in this command."""
+
+    stage: str
+    status: str  # done | skipped | failed | interrupted | not run | kept
+    seconds: float = 0.0
+    outputs: list[str] = field(default_factory=list)
+    error: Optional[str] = None
+
+
+@dataclass
+class RunResult:
+    """What happened to one input."""
+
+    image: Path
+    run_dir: Path
+    outcomes: list[StageOutcome] = field(default_factory=list)
+    error: Optional[str] = None
+    exit_code: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def main_output(self) -> Optional[str]:
+        """The last file published by the last stage that wrote something."""
+        for outcome in reversed(self.outcomes):
+            if outcome.outputs:
+                return outcome.outputs[0]
+        return None
+
+
+def stage_fingerprint(stage: Stage, input_sha: str, config: Config, upstream: dict[str, str]) -> str:
+    """Digest of everything a stage's result depends on.
+
+    ``upstream`` maps each stage already visited to the digest of its fingerprint and outputs.
+    """
+    return sha256_json({
+        "stage": stage.name,
+        "version": stage.version,
+        "input": input_sha,
+        "config": {key: config.get(key) for key in stage.config_keys},
+        "upstream": {name: upstream[name] for name in stage.reads},
+    })
+
+
+def stage_range(stages: Sequence[Stage], from_stage: Optional[str], until_stage: Optional[str]) -> tuple[int, int]:
+    """Indices of the first and last stage to run; unknown names are usage errors."""
+    names = [s.name for s in stages]
+    for option, value in (("--from", from_stage), ("--until", until_stage)):
+        if value is not None and value not in names:
+            raise UsageError(f"{option} {value}: unknown stage; stages are {', '.join(names)}")
+    start = names.index(from_stage) if from_stage else 0
+    end = names.index(until_stage) if until_stage else len(names) - 1
+    if start > end:
+        raise UsageError(f"--from {from_stage} comes after --until {until_stage}")
+    return start, end
+
+
+class Runner:
+    """Runs a sequence of stages on inputs with one resolved config and device."""
+
+    def __init__(self, stages: Sequence[Stage], config: Config, reporter: Reporter, device: str) -> None:
+        self.stages = list(stages)
+        self.config = config
+        self.reporter = reporter
+        self.device = device
+
+    def run(
+        self,
+        image: Path,
+        run_dir: Path,
+        *,
+        from_stage: Optional[str] = None,
+        until_stage: Optional[str] = None,
+        force: bool = False,
+        lock: bool = True,
+    ) -> RunResult:
+        """Run (or resume) the pipeline on one input; errors are caught into the result."""
+        start_time = time.perf_counter()
+        result = RunResult(image, run_dir)
+        try:
+            start, end = stage_range(self.stages, from_stage, until_stage)
+            check_image(image, self.config.segment.max_pixels)
+            if lock:
+                with RunLock(run_dir):
+                    self._run_locked(image, run_dir, start, end, from_stage, force, result)
+            else:
+                self._run_locked(image, run_dir, start, end, from_stage, force, result)
+        except Img2MeshError as exc:
+            result.error = str(exc)
+            result.exit_code = exc.exit_code
+            log.error("%s: %s", image.name, exc)
+            log.debug("details", exc_info=True)
+        result.seconds = time.perf_counter() - start_time
+        return result
+
+    def _run_locked(self, image: Path, run_dir: Path, start: int, end: int,
+                    from_stage: Optional[str], force: bool, result: RunResult) -> None:
+        with self.reporter.log_file(run_dir / "img2mesh.log"):
+            log.info("img2mesh %s: %s -> %s (device %s)", __version__, image, run_dir, self.device)
+            manifest = Manifest.load(run_dir)
+            input_sha = sha256_file(image)
+            previous = manifest.data.get("input")
+            if isinstance(previous, dict) and previous.get("sha256") not in (None, input_sha) and not force:
+                raise InputError(
+                    f"{run_dir} holds the results of another input ({previous.get('path')}); "
+                    f"use another -o, or --force to replace them"
+                )
+            manifest.data.update({
+                "img2mesh_version": __version__,
+                "input": {"path": str(image.resolve()), "size": image.stat().st_size, "sha256": input_sha},
+                "config": self.config.to_dict(),
+                "device": self.device,
+            })
+            manifest.save()
+            # What each finished stage hands downstream: its fingerprint and the digests of what
+            # it wrote, so a stage whose outputs changed (a non-deterministic re-run) invalidates
+            # its readers even when its own config did not change.
+            handed_down: dict[str, str] = {}
+            for index, stage in enumerate(self.stages):
+                fp = stage_fingerprint(stage, input_sha, self.config, handed_down)
+                try:
+                    outcome = self._visit(stage, index, fp, start, end, from_stage, force, image,
+                                          run_dir, manifest)
+                except Img2MeshError as exc:
+                    result.outcomes.append(StageOutcome(stage.name, "failed", error=str(exc)))
+                    raise
+                except KeyboardInterrupt:
+                    result.outcomes.append(StageOutcome(stage.name, "interrupted"))
+                    raise
+                result.outcomes.append(outcome)
+                record = manifest.stage(stage.name)
+                handed_down[stage.name] = sha256_json([record.get("fingerprint"), record.get("outputs")])
+
+    def _visit(self, stage: Stage, index: int, fp: str, start: int, end: int, from_stage: Optional[str],
+               force: bool, image: Path, run_dir: Path, manifest: Manifest) -> StageOutcome:
+        name = stage.name
+        record = manifest.stage(name)
+        current = (record.get("status") == "done" and record.get("fingerprint") == fp
+                   and manifest.outputs_intact(name, run_dir / name))
+        if index < start:
+            if not current:
+                raise InputError(
+                    f"cannot start from {from_stage}: stage {name} has no up-to-date result in {run_dir}; "
+                    f"run without --from first"
+                )
+            return StageOutcome(name, "kept", outputs=record.get("published", []))
+        if index > end:
+            if record.get("status") == "done" and not current:
+                manifest.update_stage(name, status="stale")
+                log.warning("%s: its outputs are out of date (run without --until to refresh them)", name)
+            return StageOutcome(name, "not run")
+        if current and not force and from_stage is None:
+            log.info("%s: up to date, skipped", name)
+            published = self._publish(stage, run_dir, manifest)
+            return StageOutcome(name, "skipped", outputs=published)
+        return self._execute(stage, fp, force or from_stage is not None, image, run_dir, manifest)
+
+    def _execute(self, stage: Stage, fp: str, fresh: bool, image: Path, run_dir: Path,
+                 manifest: Manifest) -> StageOutcome:
+        name = stage.name
+        partial = run_dir / PARTIAL_DIR / name
+        marker = partial / FINGERPRINT_FILE
+        resumed = (not fresh and marker.is_file() and marker.read_text().strip() == fp)
+        if partial.exists() and not resumed:
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True, exist_ok=True)
+        marker.write_text(fp)
+        started = now_iso()
+        manifest.set_stage(name, status="running", fingerprint=fp, started=started)
+        log.info("%s: running%s", name, " (resuming an interrupted attempt)" if resumed else "")
+        ctx = StageContext(
+            stage=name, input_path=image, run_dir=run_dir, out_dir=partial, config=self.config,
+            device=self.device, upstream={r: run_dir / r for r in stage.reads}, resumed=resumed,
+            log=log, progress=self.reporter.progress,
+        )
+        t0 = time.perf_counter()
+        try:
+            info = stage.run(ctx) or {}
+            missing = [pattern for pattern in stage.outputs if not any(partial.glob(pattern))]
+            if missing:
+                raise StageError(f"stage {name} finished without writing {', '.join(missing)}")
+        except KeyboardInterrupt:
+            manifest.update_stage(name, status="interrupted", ended=now_iso())
+            raise
+        except Img2MeshError as exc:
+            manifest.update_stage(name, status="failed", ended=now_iso(), error=str(exc))
+            raise
+        except Exception as exc:
+            message = f"stage {name} failed: {type(exc).__name__}: {exc}"
+            manifest.update_stage(name, status="failed", ended=now_iso(), error=message)
+            raise StageError(message) from exc
+        seconds = time.perf_counter() - t0
+        marker.unlink()
+        outputs = {p.relative_to(partial).as_posix(): file_record(p)
+                   for p in sorted(partial.rglob("*")) if p.is_file()}
+        self._swap_in(partial, run_dir / name)
+        manifest.set_stage(name, status="done", fingerprint=fp, started=started, ended=now_iso(),
+                           seconds=round(seconds, 3), outputs=outputs, info={**ctx.info, **info})
+        published = self._publish(stage, run_dir, manifest)
+        log.info("%s: done in %.1f s", name, seconds)
+        return StageOutcome(name, "done", seconds, outputs=published)
+
+    @staticmethod
+    def _swap_in(partial: Path, final: Path) -> None:
+        """Replace ``final`` by ``partial`` so that no moment exposes a mix of the two."""
+        old = partial.with_name(partial.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        if final.exists():
+            final.rename(old)
+        partial.rename(final)
+        if old.exists():
+            shutil.rmtree(old)
+        try:
+            partial.parent.rmdir()  # OUT/.partial, once nothing else is pending in it
+        except OSError:
+            pass
+
+    @staticmethod
+    def _publish(stage: Stage, run_dir: Path, manifest: Manifest) -> list[str]:
+        """Copy the stage's final artifacts to the top of the run folder."""
+        stage_dir = run_dir / stage.name
+        published = []
+        for pattern in stage.publish:
+            for path in sorted(stage_dir.glob(pattern)):
+                target = run_dir / path.name
+                if not target.exists() or target.stat().st_size != path.stat().st_size or \
+                        sha256_file(target) != sha256_file(path):
+                    atomic_copy(path, target)
+                published.append(path.name)
+        before = manifest.stage(stage.name).get("published", [])
+        for name in before:
+            if name not in published:
+                (run_dir / name).unlink(missing_ok=True)  # e.g. a format no longer requested
+        manifest.update_stage(stage.name, published=published)
+        return published
+

@@ -1,0 +1,16 @@
+"""The pipeline's stages, in order."""
+
+from __future__ import annotations
+
+from img2mesh.pipeline.stage import Stage
+
+
+def default_stages() -> list[Stage]:
+    """segment -> elevation -> generate -> reconstruct -> mesh (each module imports nothing heavy)."""
+    from img2mesh.elevation.stage import STAGE as elevation
+    from img2mesh.generate.stage import STAGE as generate
+    from img2mesh.mesh.stage import STAGE as mesh
+    from img2mesh.reconstruct.stage import STAGE as reconstruct
+    from img2mesh.segment.stage import STAGE as segment
+
+    return [segment, elevation, generate, reconstruct, mesh]

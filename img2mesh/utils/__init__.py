@@ -1,0 +1,1 @@
+"""Plumbing shared by several stages: atomic files, devices, weight files."""

@@ -1,0 +1,98 @@
+"""What ``img2mesh doctor`` reports: Python, torch, GPUs, optional accelerators, weights."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import platform
+import shutil
+import sys
+
+Row = tuple[str, str]
+
+
+def _import_status(module: str, dist: str) -> str:
+    try:
+        version = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # a native extension that fails to load must not break doctor
+        return f"{version}, fails to import ({type(exc).__name__}: {str(exc).splitlines()[0][:80]})"
+    return version
+
+
+def _memory_gib() -> str:
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        return f"{pages * size / 2**30:.1f} GiB"
+    except (ValueError, OSError, AttributeError):
+        return "unknown"
+
+
+def system_rows() -> list[Row]:
+    """Python, platform, CPU and memory."""
+    from img2mesh import __version__
+
+    return [
+        ("img2mesh", __version__),
+        ("python", f"{platform.python_version()} ({sys.executable})"),
+        ("platform", platform.platform()),
+        ("cpu cores", str(os.cpu_count())),
+        ("memory", _memory_gib()),
+    ]
+
+
+def torch_rows() -> list[Row]:
+    """torch build, CUDA, and every visible GPU with its memory."""
+    try:
+        import torch
+    except Exception as exc:
+        return [("torch", f"fails to import: {exc}")]
+    rows = [("torch", torch.__version__), ("torch CUDA build", torch.version.cuda or "none (CPU-only build)")]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            rows.append((f"cuda:{i}", f"{props.name}, {props.total_memory / 2**30:.1f} GiB"))
+    else:
+        rows.append(("CUDA", "no GPU visible: img2mesh runs on the CPU (slowly)"))
+    return rows
+
+
+def accelerator_rows() -> list[Row]:
+    """Optional libraries, and what the reconstruct stage will use because of them."""
+    tcnn = _import_status("tinycudann", "tinycudann")
+    rows = [
+        ("tinycudann", tcnn),
+        ("nerfacc", _import_status("nerfacc", "nerfacc")),
+        ("carvekit", _import_status("carvekit", "carvekit")),
+        ("diffusers", _import_status("diffusers", "diffusers")),
+        ("transformers", _import_status("transformers", "transformers")),
+        ("ffmpeg", shutil.which("ffmpeg") or "not on PATH (turntables fall back to GIF)"),
+    ]
+    backend = "tinycudann" if tcnn[:1].isdigit() and "fails" not in tcnn else "pure PyTorch"
+    rows.append(("hash-grid encoding", backend))
+    return rows
+
+
+def weight_rows() -> list[Row]:
+    """Cache locations and each weight file: present (with its path) or missing."""
+    from img2mesh.utils.weights import environment_summary, registry
+
+    rows = list(environment_summary().items())
+    for entry in registry():
+        path = entry.locate()
+        rows.append((f"weights: {entry.name}", str(path) if path else f"missing ({entry.size})"))
+    return rows
+
+
+def report() -> dict[str, list[Row]]:
+    """Every section of the doctor report."""
+    return {
+        "System": system_rows(),
+        "PyTorch": torch_rows(),
+        "Optional accelerators and libraries": accelerator_rows(),
+        "Weights": weight_rows(),
+    }

@@ -1,0 +1,194 @@
+"""The weight files img2mesh uses, where they come from and where they are cached.
+
+``img2mesh weights list|download|path`` and the stages share this registry, so the offline error a
+stage raises names the same file and command that ``weights download`` fetches. Hugging Face
+downloads honour ``HF_HOME`` and ``HF_HUB_OFFLINE`` through ``huggingface_hub`` itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Protocol, Sequence
+
+from img2mesh.errors import UsageError, WeightsError
+
+REPO_TYPES = ("model", "space", "dataset")
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One file in a Hugging Face Hub repository."""
+
+    repo_type: str
+    repo_id: str
+    filename: str
+
+    @classmethod
+    def parse(cls, text: str) -> "HubFile":
+        """Parse ``repo_type:owner/name/path/in/repo`` (the ``generate.hub_sources`` form)."""
+        repo_type, sep, rest = text.partition(":")
+        parts = rest.split("/")
+        if not sep or repo_type not in REPO_TYPES or len(parts) < 3 or not all(parts):
+            raise UsageError(
+                f"hub source {text!r}: expected REPO_TYPE:OWNER/NAME/FILE with REPO_TYPE one of "
+                f"{', '.join(REPO_TYPES)}"
+            )
+        return cls(repo_type, "/".join(parts[:2]), "/".join(parts[2:]))
+
+    def __str__(self) -> str:
+        return f"Hugging Face {self.repo_type} {self.repo_id}, file {self.filename}"
+
+
+def hf_cache_dir() -> Path:
+    """The hub cache huggingface_hub uses (``HF_HUB_CACHE``, else ``HF_HOME/hub``)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def hub_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` forbids network access."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+class WeightFile(Protocol):
+    name: str
+    description: str
+    used_by: str
+    size: str
+
+    def locate(self) -> Optional[Path]:
+        """The local path when the file is already present, else None (never downloads)."""
+
+    def download(self) -> Path:
+        """Fetch the file (or find it in the cache) and return its local path."""
+
+    def source(self) -> str:
+        """Where the file comes from, in words."""
+
+
+@dataclass(frozen=True)
+class HubWeight:
+    """A weight file on the Hub, tried source by source in order."""
+
+    name: str
+    description: str
+    used_by: str
+    size: str
+    sources: Sequence[HubFile]
+    path_option: str
+
+    def locate(self) -> Optional[Path]:
+        from huggingface_hub import try_to_load_from_cache
+
+        for src in self.sources:
+            hit = try_to_load_from_cache(src.repo_id, src.filename, repo_type=src.repo_type)
+            if isinstance(hit, str):
+                return Path(hit)
+        return None
+
+    def download(self) -> Path:
+        from huggingface_hub import hf_hub_download
+
+        failures = []
+        for src in self.sources:
+            try:
+                return Path(hf_hub_download(src.repo_id, src.filename, repo_type=src.repo_type))
+            except Exception as exc:  # network, auth, missing repo, offline: try the next source
+                failures.append(f"{src.repo_id}: {type(exc).__name__}")
+        why = "HF_HUB_OFFLINE is set" if hub_offline() else "; ".join(failures)
+        raise WeightsError(
+            f"{self.description} ({self.sources[0].filename.rsplit('/', 1)[-1]}, {self.size}) is not in "
+            f"the Hugging Face cache {hf_cache_dir()} and could not be downloaded ({why}); run "
+            f"`img2mesh weights download {self.name}` where there is internet (then copy HF_HOME here), "
+            f"or pass {self.path_option} PATH"
+        )
+
+    def source(self) -> str:
+        return " | ".join(str(s) for s in self.sources)
+
+
+@dataclass(frozen=True)
+class CarvekitWeight:
+    """A carvekit checkpoint, fetched and cached by carvekit's own downloader."""
+
+    name: str
+    description: str
+    used_by: str
+    size: str
+    filename: str
+
+    def _checkpoints_dir(self) -> Path:
+        try:
+            from carvekit.ml.files import checkpoints_dir
+        except ImportError:
+            raise WeightsError("carvekit is not installed; `pip install carvekit` first") from None
+        return Path(checkpoints_dir)
+
+    def locate(self) -> Optional[Path]:
+        try:
+            root = self._checkpoints_dir()
+        except WeightsError:
+            return None
+        hits = sorted(root.rglob(self.filename)) if root.is_dir() else []
+        return hits[0] if hits else None
+
+    def download(self) -> Path:
+        from carvekit.utils.download_models import downloader  # noqa: F401  (checks the install)
+
+        root = self._checkpoints_dir()
+        try:
+            return Path(downloader(self.filename))
+        except Exception as exc:
+            raise WeightsError(
+                f"{self.description} ({self.filename}, {self.size}) is not in carvekit's cache {root} "
+                f"and could not be downloaded ({type(exc).__name__}); run `img2mesh weights download "
+                f"{self.name}` where there is internet and copy {root} here"
+            ) from None
+
+    def source(self) -> str:
+        return f"carvekit's downloader (file {self.filename})"
+
+
+def registry(hub_sources: Optional[Sequence[str]] = None) -> list[WeightFile]:
+    """Every weight file img2mesh can use; ``hub_sources`` overrides SyncDreamer's sources."""
+    if hub_sources is None:
+        from img2mesh.pipeline.config import load_config
+
+        hub_sources = load_config().generate.hub_sources
+    return [
+        HubWeight(
+            name="syncdreamer",
+            description="SyncDreamer weights",
+            used_by="generate, elevation",
+            size="about 5.6 GB",
+            sources=tuple(HubFile.parse(s) for s in hub_sources),
+            path_option="--weights",
+        ),
+        CarvekitWeight("tracer_b7", "carvekit Tracer-B7 segmentation weights", "segment",
+                       "about 270 MB", "tracer_b7.pth"),
+        CarvekitWeight("fba", "carvekit FBA matting weights", "segment", "about 140 MB",
+                       "fba_matting.pth"),
+    ]
+
+
+def get_weight(name: str, hub_sources: Optional[Sequence[str]] = None) -> WeightFile:
+    """Look a weight file up by name, or raise a UsageError listing the names."""
+    entries = registry(hub_sources)
+    for entry in entries:
+        if entry.name == name:
+            return entry
+    raise UsageError(f"unknown weights {name!r}; choose one of {', '.join(e.name for e in entries)}")
+
+
+def environment_summary() -> dict[str, str]:
+    """Cache locations and offline switches, for ``img2mesh doctor``."""
+    return {
+        "HF_HOME": os.environ.get("HF_HOME", "(unset)"),
+        "hub cache": str(hf_cache_dir()),
+        "HF_HUB_OFFLINE": "on" if hub_offline() else "off",
+    }

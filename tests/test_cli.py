@@ -1,0 +1,256 @@
+"""The command line: help, commands, exit codes, one-line errors, batch mode, OUT/ left intact."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from img2mesh import __version__
+from img2mesh.cli import app
+from img2mesh.pipeline import stages as stages_module
+
+from conftest import Recorder, snapshot, write_rgba
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def fake_stages(monkeypatch, recorder: Recorder) -> Recorder:
+    """Replace the real stages by quick test stages for this test's CLI calls."""
+    monkeypatch.setattr(stages_module, "default_stages", recorder.chain)
+    return recorder
+
+
+def assert_one_line_error(result, code: int, text: str) -> None:
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("error:"), result.stderr
+    assert text in " ".join(result.stderr.split())
+    assert "Traceback" not in result.output
+
+
+def test_version_and_help():
+    assert invoke("--version").stdout.strip() == f"img2mesh {__version__}"
+    help_text = invoke("--help").stdout
+    for command in ("run", "stages", "doctor", "weights"):
+        assert command in help_text
+    run_help = invoke("run", "--help").stdout
+    for option in ("--preset", "--config", "--set", "--seed", "--device", "--from", "--until", "--force",
+                   "--elevation", "--num-samples", "--format", "--quiet", "--verbose", "--weights"):
+        assert option in run_help
+
+
+def test_stages_lists_the_pipeline_in_order():
+    text = invoke("stages").stdout
+    positions = [text.index(f"│ {name} ") for name in ("segment", "elevation", "generate", "reconstruct", "mesh")]
+    assert positions == sorted(positions)
+    assert "elevation.json" in text
+
+
+def test_doctor_reports_environment():
+    result = invoke("doctor")
+    assert result.exit_code == 0
+    for needle in ("python", "torch", "tinycudann", "nerfacc", "hash-grid encoding", "weights: syncdreamer"):
+        assert needle in result.stdout
+
+
+def test_cli_import_is_light():
+    code = "import sys, img2mesh.cli; sys.exit(int(any(m in sys.modules for m in ('torch', 'yaml', 'PIL'))))"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "img2mesh", *args], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "250", **env}, timeout=120)
+
+
+def test_weights_offline_errors_say_what_to_download(tmp_path):
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    listing = run_cli(["weights", "list"], env)
+    assert listing.returncode == 0
+    assert "liuyuan-pal/SyncDreamer" in listing.stdout and "camenduru/SyncDreamer" in listing.stdout
+    assert str(tmp_path / "hf") in " ".join(listing.stdout.split()) or "hf/hub" in listing.stdout
+    path = run_cli(["weights", "path", "syncdreamer"], env)
+    assert path.returncode == 1 and "img2mesh weights download syncdreamer" in path.stderr
+    download = run_cli(["weights", "download", "syncdreamer"], env)
+    assert download.returncode == 1
+    message = " ".join(download.stderr.split())
+    assert "syncdreamer-pretrain.ckpt" in message and "HF_HUB_OFFLINE is set" in message
+    assert "img2mesh weights download syncdreamer" in message and "--weights" in message
+    assert "Traceback" not in download.stderr
+    unknown = run_cli(["weights", "path", "nope"], env)
+    assert unknown.returncode == 2 and "unknown weights" in unknown.stderr
+
+
+def test_weights_path_finds_a_cached_file(tmp_path):
+    hub = tmp_path / "hf" / "hub" / "models--camenduru--SyncDreamer"
+    (hub / "refs").mkdir(parents=True)
+    (hub / "refs" / "main").write_text("abc123")
+    blob = hub / "snapshots" / "abc123" / "syncdreamer-pretrain.ckpt"
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(b"x")
+    result = run_cli(["weights", "path", "syncdreamer"], {"HF_HOME": str(tmp_path / "hf")})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(blob)
+
+
+def test_single_input_writes_into_out(fake_stages, image, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("run", image, "-o", out, "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert (out / "img2mesh.json").is_file() and (out / "c" / "out.txt").is_file()
+    assert (out / "out.txt").is_file()  # published
+    for column in ("stage", "status", "time", "output"):
+        assert column in result.stdout
+    again = invoke("run", image, "-o", out, "--device", "cpu")
+    assert again.exit_code == 0 and "skipped" in again.stdout
+    assert fake_stages.calls == ["a", "b", "c"]
+
+
+def test_flags_reach_the_config(fake_stages, image, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("run", image, "-o", out, "--device", "cpu", "--set", "generate.steps=5",
+                    "--set", "mesh.resolution=32", "--preset", "smoke", "-q")
+    assert result.exit_code == 0, result.output
+    assert (out / "c" / "out.txt").read_text() == "a(200);b(5);c(32);"
+
+
+def test_batch_goes_on_past_a_failing_input(fake_stages, tmp_path):
+    folder = tmp_path / "photos"
+    write_rgba(folder / "a.png")
+    (folder / "b.png").write_bytes(b"this is not a png")
+    write_rgba(folder / "c.jpg".replace(".jpg", ".png"), seed=2)
+    out = tmp_path / "out"
+    result = invoke("run", folder, "-o", out, "--device", "cpu", "-q")
+    assert result.exit_code == 1
+    assert (out / "a" / "c" / "out.txt").is_file() and (out / "c" / "c" / "out.txt").is_file()
+    assert not (out / "b").exists()
+    assert "2 of 3 inputs succeeded" in result.stdout
+    assert "not an image" in " ".join(result.stdout.split())
+
+
+def test_batch_resolves_stem_collisions_in_input_order(fake_stages, tmp_path):
+    first = write_rgba(tmp_path / "x" / "cat.png")
+    second = write_rgba(tmp_path / "y" / "cat.png", seed=4)
+    out = tmp_path / "out"
+    result = invoke("run", first, second, "-o", out, "--device", "cpu", "-q")
+    assert result.exit_code == 0, result.output
+    assert (out / "cat" / "img2mesh.json").is_file() and (out / "cat-2" / "img2mesh.json").is_file()
+    import json
+
+    assert json.loads((out / "cat-2" / "img2mesh.json").read_text())["input"]["path"] == str(second.resolve())
+
+
+def test_real_pipeline_says_what_is_not_implemented(image, tmp_path):
+    result = invoke("run", image, "-o", tmp_path / "out", "--device", "cpu", "-q")
+    assert result.exit_code == 1
+    assert "stage segment is not implemented yet" in result.stdout
+
+
+@pytest.fixture
+def occupied(tmp_path) -> Path:
+    """An OUT/ that already holds someone's results, to check errors leave it as it was."""
+    out = tmp_path / "out"
+    (out / "mesh").mkdir(parents=True)
+    (out / "mesh" / "mesh.glb").write_bytes(b"precious")
+    (out / "img2mesh.json").write_text("{}")
+    return out
+
+
+def bad_input_cases(tmp_path: Path, image: Path, out: Path):
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(image.read_bytes()[:-30])
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    (empty_dir / "notes.txt").write_text("no images here")
+    a_file = tmp_path / "file-not-folder"
+    a_file.write_text("x")
+    not_yaml = tmp_path / "bad.yaml"
+    not_yaml.write_text("generate: [unclosed")
+    return [
+        ([tmp_path / "missing.png", "-o", out], 2, "does not exist"),
+        ([corrupt, "-o", out], 1, "unreadable or corrupt"),
+        ([truncated, "-o", out], 1, "unreadable or corrupt"),
+        ([empty_dir, "-o", out], 2, "holds no images"),
+        ([image, "-o", a_file], 2, "is not a folder"),
+        ([image, "-o", out, "--from", "paint"], 2, "--from paint: unknown stage"),
+        ([image, "-o", out, "--until", "paint"], 2, "--until paint: unknown stage"),
+        ([image, "-o", out, "--set", "generate.nope=1"], 2, "unknown config key generate.nope"),
+        ([image, "-o", out, "--set", "generate.steps=lots"], 2, "generate.steps: expected int"),
+        ([image, "-o", out, "--set", "justakey"], 2, "KEY=VALUE"),
+        ([image, "-o", out, "--config", not_yaml], 2, "is not valid YAML"),
+        ([image, image, "-o", out], 2, "is given twice"),
+        ([image, "-o", out, "--format", "glb,fbx"], 2, "mesh.formats[1]"),
+        ([image, "-o", out, "--preset", "turbo"], 2, "unknown preset"),
+        ([image, "-o", out, "--weights", tmp_path / "nope.ckpt"], 2, "does not exist"),
+        ([image, "-o", out, "--set", "run.device=tpu"], 2, "run.device"),
+    ]
+
+
+def test_bad_inputs_get_one_line_and_leave_out_intact(fake_stages, tmp_path, image, occupied):
+    for args, code, text in bad_input_cases(tmp_path, image, occupied):
+        before = snapshot(occupied)
+        result = invoke("run", *args)
+        if code == 2:
+            assert_one_line_error(result, code, text)
+        else:
+            assert result.exit_code == 1 and text in " ".join(result.stdout.split())
+        assert snapshot(occupied) == before, args
+    assert fake_stages.calls == []
+
+
+def test_cuda_request_without_cuda_is_a_usage_error(fake_stages, image, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = invoke("run", image, "-o", tmp_path / "out", "--device", "cuda")
+    assert_one_line_error(result, 2, "--device cuda")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_out_is_refused(fake_stages, image, tmp_path, monkeypatch):
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr("img2mesh.pipeline.inputs.os.access",
+                        lambda path, mode: False if mode & os.W_OK else real_access(path, mode))
+    result = invoke("run", image, "-o", locked / "out", "--device", "cpu")
+    assert_one_line_error(result, 2, "no write permission")
+    assert not (locked / "out").exists()
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores file permissions")
+def test_unwritable_out_is_refused_for_real(fake_stages, image, tmp_path):
+    locked = tmp_path / "ro"
+    locked.mkdir(mode=0o555)
+    result = invoke("run", image, "-o", locked / "out", "--device", "cpu")
+    assert_one_line_error(result, 2, "no write permission")
+
+
+def test_verbose_shows_the_trace(image, tmp_path):
+    result = invoke("run", image, "-o", tmp_path / "out", "--set", "x=1", "--verbose")
+    assert result.exit_code == 2
+    assert "Traceback" in result.stderr and "unknown config key x" in result.stderr
+
+
+def test_ctrl_c_exits_130_and_resumes(monkeypatch, recorder, image, tmp_path):
+    recorder.fail["b"] = KeyboardInterrupt()
+    monkeypatch.setattr(stages_module, "default_stages", recorder.chain)
+    result = invoke("run", image, "-o", tmp_path / "out", "--device", "cpu", "-q")
+    assert result.exit_code == 130 and "run the same command to resume" in result.stderr
+    del recorder.fail["b"]
+    recorder.calls.clear()
+    assert invoke("run", image, "-o", tmp_path / "out", "--device", "cpu", "-q").exit_code == 0
+    assert recorder.calls == ["b", "c"]

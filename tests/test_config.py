@@ -1,0 +1,100 @@
+from pathlib import Path
+
+import pytest
+
+from img2mesh.errors import UsageError
+from img2mesh.pipeline.config import CONFIG_DIR, PRESETS, config_keys, load_config
+
+
+def test_default_config_loads_with_documented_values():
+    cfg = load_config()
+    assert cfg.generate.guidance == "harmony"
+    assert cfg.generate.harmony_scales == [2.0, 1.0]
+    assert cfg.mesh.resolution == 256
+    assert cfg.elevation.value is None
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_loads_and_changes_only_known_keys(preset):
+    cfg = load_config(preset)
+    assert cfg.run.seed == 0
+    assert (CONFIG_DIR / f"{preset}.yaml").is_file()
+
+
+def test_presets_differ_where_they_say():
+    assert load_config("quality").mesh.resolution == 512
+    assert load_config("smoke").reconstruct.steps < load_config().reconstruct.steps
+    assert load_config("fast").reconstruct.field == "hashgrid"
+
+
+def test_set_overrides_parse_yaml_values():
+    cfg = load_config(overrides=["generate.steps=25", "mesh.formats=[glb, ply]", "generate.weights=/x.ckpt"])
+    assert cfg.generate.steps == 25
+    assert cfg.mesh.formats == ["glb", "ply"]
+    assert cfg.generate.weights == "/x.ckpt"
+
+
+def test_int_accepted_for_float_but_not_the_reverse():
+    assert load_config(overrides=["generate.eta=0"]).generate.eta == 0.0
+    with pytest.raises(UsageError, match="generate.steps: expected int"):
+        load_config(overrides=["generate.steps=2.5"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("generate.stepz=3", "unknown config key generate.stepz"),
+    ("nosuch.key=1", "unknown config key nosuch"),
+    ("generate.steps=many", "generate.steps: expected int"),
+    ("generate.guidance=magic", "generate.guidance: expected cfg | harmony"),
+    ("mesh.formats=[glb, fbx]", r"mesh.formats\[1\]"),
+    ("mesh.preview=yes please", "mesh.preview: expected bool"),
+    ("run.device=gpu", "run.device"),
+    ("generate.harmony_scales=[1.0]", "exactly two"),
+    ("generate.steps=0", "at least 1"),
+    ("generate.steps", "KEY=VALUE"),
+    ("=3", "KEY=VALUE"),
+    ("generate.steps.x=3", "unknown config key generate.steps"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(UsageError, match=message):
+        load_config(overrides=[override])
+
+
+def test_config_file_layers_over_preset(tmp_path: Path):
+    path = tmp_path / "my.yaml"
+    path.write_text("generate:\n  steps: 7\n")
+    cfg = load_config("smoke", path)
+    assert cfg.generate.steps == 7
+    assert cfg.reconstruct.steps == load_config("smoke").reconstruct.steps
+
+
+@pytest.mark.parametrize("text, message", [
+    ("generate: [unclosed", "not valid YAML"),
+    ("- just\n- a list\n", "must hold a mapping"),
+    ("generate:\n  nope: 1\n", "unknown config key generate.nope"),
+    ("generate: 3\n", "generate: expected a mapping"),
+])
+def test_bad_config_files(tmp_path: Path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=message):
+        load_config(config_file=path)
+
+
+def test_missing_config_file_and_unknown_preset(tmp_path: Path):
+    with pytest.raises(UsageError, match="does not exist"):
+        load_config(config_file=tmp_path / "nope.yaml")
+    with pytest.raises(UsageError, match="unknown preset"):
+        load_config("turbo")
+
+
+def test_values_win_over_overrides():
+    cfg = load_config(overrides=["run.seed=3"], values={"run.seed": 9})
+    assert cfg.run.seed == 9
+
+
+def test_schema_keys_are_all_in_default_yaml():
+    import yaml
+
+    data = yaml.safe_load((CONFIG_DIR / "default.yaml").read_text())
+    flat = {f"{s}.{k}" for s, section in data.items() for k in section}
+    assert flat == set(config_keys())

@@ -1,0 +1,57 @@
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from img2mesh.errors import InputError, UsageError
+from img2mesh.pipeline.inputs import assign_run_dirs, check_image, check_output_dir, collect_images
+
+from conftest import write_rgba
+
+
+def test_folder_expands_to_sorted_images_only(tmp_path):
+    folder = tmp_path / "in"
+    for name in ("b.png", "a.JPG", "c.webp", ".hidden.png"):
+        write_rgba(folder / "x.png").rename(folder / name)
+    (folder / "notes.txt").write_text("x")
+    (folder / "sub").mkdir()
+    images, batch = collect_images([folder])
+    assert [p.name for p in images] == ["a.JPG", "b.png", "c.webp"]
+    assert batch  # a folder always means OUT/<stem>/, even with one image
+
+
+def test_single_file_is_not_a_batch(image):
+    assert collect_images([image]) == ([image], False)
+
+
+def test_run_dirs(tmp_path):
+    out = tmp_path / "out"
+    one = assign_run_dirs([Path("x/cat.png")], out, batch=False)
+    assert one[0].run_dir == out
+    many = assign_run_dirs([Path("x/cat.png"), Path("y/cat.jpg"), Path("z/dog.png"), Path("w/cat.png")], out, True)
+    assert [r.run_dir.name for r in many] == ["cat", "cat-2", "dog", "cat-3"]
+
+
+def test_output_checks(tmp_path):
+    check_output_dir(tmp_path / "new" / "deeper")  # creatable: fine
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UsageError, match="is not a folder"):
+        check_output_dir(tmp_path / "f")
+    with pytest.raises(UsageError, match="is not a folder"):
+        check_output_dir(tmp_path / "f" / "sub")
+    assert not (tmp_path / "new").exists()
+
+
+def test_check_image_limits(tmp_path):
+    path = write_rgba(tmp_path / "a.png", size=(40, 30))
+    assert check_image(path, 10_000) == (40, 30)
+    with pytest.raises(InputError, match="over segment.max_pixels = 1000"):
+        check_image(path, 1000)
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)  # 400 Mpx, a few KB on disk
+    with pytest.raises(InputError, match="max_pixels|too large"):
+        check_image(bomb, 10_000_000)
+    text = tmp_path / "a.jpg"
+    text.write_text("hello")
+    with pytest.raises(InputError, match="not an image"):
+        check_image(text, 10_000)
