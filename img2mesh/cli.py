@@ -25,14 +25,19 @@ app.add_typer(weights_app, name="weights")
 EXIT_INTERRUPTED = 130
 
 
-def _fail(exc: Img2MeshError, verbose: bool) -> None:
+def _print_error(message: str) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    console = Console(stderr=True)
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # one line
+
+
+def _fail(exc: Img2MeshError, verbose: bool) -> None:
     if verbose:
-        console.print_exception()
-    console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)  # one line, greppable
+        from rich.console import Console
+
+        Console(stderr=True).print_exception()
+    _print_error(str(exc))
     raise typer.Exit(exc.exit_code)
 
 
@@ -74,6 +79,8 @@ def run(
     num_samples: Optional[int] = typer.Option(None, "--num-samples", help="Sample sets to generate."),
     formats: Optional[str] = typer.Option(None, "--format", help="Mesh formats, comma-separated: glb,ply,obj."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Path to syncdreamer-pretrain.ckpt."),
+    no_segment: bool = typer.Option(False, "--no-segment",
+                                    help="Skip background removal: use the image's alpha, or all of it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings, errors and the summary."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug messages and tracebacks."),
 ) -> None:
@@ -87,6 +94,8 @@ def run(
                        ("generate.weights", str(weights) if weights else None)):
         if value is not None:
             values[key] = value
+    if no_segment:
+        values["segment.use_alpha"] = "always"
     if formats is not None:
         values["mesh.formats"] = [f.strip().lower() for f in formats.split(",") if f.strip()]
     request = RunRequest(inputs=inputs, out=out, preset=preset, config_file=config, overrides=list(set_),
@@ -104,6 +113,9 @@ def run(
     if len(results) > 1:
         reporter.out.print(batch_table(results))
     failed = [r for r in results if not r.ok]
+    for result in failed:
+        prefix = f"{result.image.name}: " if len(results) > 1 else ""
+        _print_error(f"{prefix}{result.error}")
     if failed:
         raise typer.Exit(failed[0].exit_code if len(results) == 1 else 1)
 

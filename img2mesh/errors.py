@@ -26,8 +26,8 @@ class StageError(Img2MeshError):
 class StageNotImplementedError(StageError):
     """A stage that exists in the pipeline but has not landed yet."""
 
-    def __init__(self, stage: str) -> None:
-        super().__init__(f"stage {stage} is not implemented yet")
+    def __init__(self, stage: str, hint: str = "") -> None:
+        super().__init__(f"stage {stage} is not implemented yet" + (f"; {hint}" if hint else ""))
 
 
 class LockedError(UsageError):

@@ -53,7 +53,8 @@ class Recorder:
         self.fail: dict[str, BaseException] = {}
 
     def stage(self, name: str, reads: tuple[str, ...] = (), keys: tuple[str, ...] = (),
-              publish: tuple[str, ...] = (), body: Optional[Callable[[StageContext], None]] = None) -> Stage:
+              publish: tuple[str, ...] = (), body: Optional[Callable[[StageContext], None]] = None,
+              check_input: Optional[Callable] = None) -> Stage:
         def run(ctx: StageContext) -> dict[str, Any]:
             self.calls.append(name)
             self.resumed[name] = ctx.resumed
@@ -66,12 +67,17 @@ class Recorder:
             return {"ran": name}
 
         return Stage(name=name, description=f"test stage {name}", reads=reads, outputs=("out.txt",),
-                     config_keys=keys, run=run, publish=publish)
+                     config_keys=keys, run=run, publish=publish, check_input=check_input)
 
     def chain(self) -> list[Stage]:
-        """a -> b -> c, each depending on one config key (keys from the real schema)."""
+        """a -> b -> c, each depending on one config key (keys from the real schema).
+
+        ``a`` validates the input as the real first stage does.
+        """
+        from img2mesh.segment.stage import check_input
+
         return [
-            self.stage("a", keys=("segment.crop_size",)),
+            self.stage("a", keys=("segment.crop_size",), check_input=check_input),
             self.stage("b", reads=("a",), keys=("generate.steps",)),
             self.stage("c", reads=("b",), keys=("mesh.resolution",), publish=("out.txt",)),
         ]

@@ -1,10 +1,8 @@
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
-from img2mesh.errors import InputError, UsageError
-from img2mesh.pipeline.inputs import assign_run_dirs, check_image, check_output_dir, collect_images
+from img2mesh.errors import UsageError
+from img2mesh.pipeline.inputs import assign_run_dirs, check_output_dir, collect_images
 
 from conftest import write_rgba
 
@@ -41,17 +39,3 @@ def test_output_checks(tmp_path):
         check_output_dir(tmp_path / "f" / "sub")
     assert not (tmp_path / "new").exists()
 
-
-def test_check_image_limits(tmp_path):
-    path = write_rgba(tmp_path / "a.png", size=(40, 30))
-    assert check_image(path, 10_000) == (40, 30)
-    with pytest.raises(InputError, match="over segment.max_pixels = 1000"):
-        check_image(path, 1000)
-    bomb = tmp_path / "bomb.png"
-    Image.new("1", (20000, 20000)).save(bomb)  # 400 Mpx, a few KB on disk
-    with pytest.raises(InputError, match="max_pixels|too large"):
-        check_image(bomb, 10_000_000)
-    text = tmp_path / "a.jpg"
-    text.write_text("hello")
-    with pytest.raises(InputError, match="not an image"):
-        check_image(text, 10_000)

@@ -12,7 +12,7 @@ from img2mesh.utils.files import atomic_write_json
 def run(ctx: StageContext) -> Optional[dict[str, Any]]:
     cfg = ctx.config.elevation
     if cfg.value is None:
-        raise StageNotImplementedError("elevation (estimation; pass --elevation DEG to give it)")
+        raise StageNotImplementedError("elevation", "pass --elevation DEG to give the elevation")
     if not cfg.min <= cfg.value <= cfg.max:
         ctx.log.warning(
             "elevation %.1f deg is outside SyncDreamer's trained range [%.0f, %.0f]; results may be distorted",

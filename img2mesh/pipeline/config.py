@@ -31,6 +31,9 @@ class SegmentConfig:
     use_alpha: Literal["auto", "always", "never"]
     crop_size: int
     max_pixels: int
+    weights: Literal["pretrained", "random"]
+    seg_size: int
+    matting_size: int
 
 
 @dataclass
@@ -112,9 +115,12 @@ def _check_extra(key: str, value: Any) -> None:
     positive = ("generate.steps", "generate.num_samples", "generate.batch_views",
                 "reconstruct.steps", "reconstruct.rays_per_step",
                 "reconstruct.samples_per_ray", "reconstruct.checkpoint_every",
-                "mesh.resolution", "segment.max_pixels")
+                "mesh.resolution", "segment.max_pixels", "segment.seg_size",
+                "segment.matting_size")
     if key in positive and value < 1:
         raise UsageError(f"config key {key}: must be at least 1, got {value}")
+    if key == "segment.crop_size" and not (value == -1 or 1 <= value <= 256):
+        raise UsageError(f"config key segment.crop_size: must be -1 or 1..256, got {value}")
     if key == "mesh.formats" and not value:
         raise UsageError("config key mesh.formats: name at least one of glb, ply, obj")
 

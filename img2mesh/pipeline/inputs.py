@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from img2mesh.errors import InputError, UsageError
+from img2mesh.errors import UsageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -83,37 +83,3 @@ def check_output_dir(out: Path) -> None:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write to output {out}: no write permission on {probe}")
 
-
-def check_image(path: Path, max_pixels: int) -> tuple[int, int]:
-    """Open the header of an image (no full decode) and return its (width, height).
-
-    The segment stage does the thorough validation; this catches what must never reach a run
-    folder: a file that is not an image, a zero-size image, or a decompression bomb.
-    """
-    import warnings
-
-    from PIL import Image, UnidentifiedImageError
-
-    Image.MAX_IMAGE_PIXELS = max_pixels  # PIL then refuses bombs before allocating their pixels
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                width, height = img.size
-                if width * height > max_pixels:
-                    raise InputError(
-                        f"{path} has {width}x{height} = {width * height} pixels, over "
-                        f"segment.max_pixels = {max_pixels}"
-                    )
-                img.verify()  # checks the structure (PNG CRCs) without decoding
-            with Image.open(path) as img:
-                img.load()  # a full decode catches truncated data that verify() misses
-    except UnidentifiedImageError:
-        raise InputError(f"{path} is not an image PIL can read") from None
-    except Image.DecompressionBombError:
-        raise InputError(f"{path} is too large to decode safely (over segment.max_pixels)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path} is unreadable or corrupt ({exc})") from None
-    if width == 0 or height == 0:
-        raise InputError(f"{path} is an empty image ({width}x{height})")
-    return width, height

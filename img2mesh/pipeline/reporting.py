@@ -52,6 +52,8 @@ class Reporter:
         handler = RichHandler(console=self.err, show_time=False, show_path=False, markup=False,
                               rich_tracebacks=False)
         handler.setLevel(logging.WARNING if self.quiet else logging.DEBUG if self.verbose else logging.INFO)
+        # Records marked file_only (a failure the CLI reports itself, as one line) skip the console.
+        handler.addFilter(lambda record: not getattr(record, "file_only", False))
         log.addHandler(handler)
         log.setLevel(logging.DEBUG)
         log.propagate = False

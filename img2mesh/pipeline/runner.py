@@ -18,7 +18,6 @@ from typing import Optional, Sequence
 from img2mesh import __version__
 from img2mesh.errors import Img2MeshError, InputError, StageError, UsageError
 from img2mesh.pipeline.config import Config
-from img2mesh.pipeline.inputs import check_image
 from img2mesh.pipeline.lock import RunLock
 from img2mesh.pipeline.manifest import Manifest, file_record, now_iso
 from img2mesh.pipeline.reporting import Reporter
@@ -115,7 +114,9 @@ class Runner:
         result = RunResult(image, run_dir)
         try:
             start, end = stage_range(self.stages, from_stage, until_stage)
-            check_image(image, self.config.segment.max_pixels)
+            for stage in self.stages:
+                if stage.check_input is not None:
+                    stage.check_input(image, self.config)
             if lock:
                 with RunLock(run_dir):
                     self._run_locked(image, run_dir, start, end, from_stage, force, result)
@@ -124,8 +125,8 @@ class Runner:
         except Img2MeshError as exc:
             result.error = str(exc)
             result.exit_code = exc.exit_code
-            log.error("%s: %s", image.name, exc)
-            log.debug("details", exc_info=True)
+            log.error("%s: %s", image.name, exc, extra={"file_only": True})
+            log.debug("details", exc_info=True, extra={"file_only": not self.reporter.verbose})
         result.seconds = time.perf_counter() - start_time
         return result
 

@@ -30,6 +30,7 @@ class Stage:
         publish: files (glob patterns) copied to the top of ``OUT/`` once the stage succeeds.
         version: bump when the stage's code changes its results, so old outputs are re-made.
         run: the stage's work; returns facts for the manifest (JSON-serialisable).
+        check_input: validates the input image before anything is written; raises InputError.
     """
 
     name: str
@@ -40,6 +41,7 @@ class Stage:
     run: Callable[["StageContext"], Optional[dict[str, Any]]]
     publish: tuple[str, ...] = ()
     version: int = 1
+    check_input: Optional[Callable[[Path, "Config"], None]] = None
 
 
 @dataclass

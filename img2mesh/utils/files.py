@@ -74,3 +74,16 @@ def sha256_json(data: Any) -> str:
     """Hex SHA-256 of a JSON-serialisable value in canonical form (sorted keys)."""
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def atomic_save_image(path: Path, image: Any) -> None:
+    """Save a PIL image or an HxW[xC] uint8 array atomically; the format follows the suffix."""
+    import io
+
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(image)
+    buffer = io.BytesIO()
+    image.save(buffer, format=Image.registered_extensions()[Path(path).suffix.lower()])
+    atomic_write_bytes(path, buffer.getvalue())

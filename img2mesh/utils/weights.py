@@ -138,17 +138,27 @@ class CarvekitWeight:
         return hits[0] if hits else None
 
     def download(self) -> Path:
-        from carvekit.utils.download_models import downloader  # noqa: F401  (checks the install)
-
         root = self._checkpoints_dir()
-        try:
-            return Path(downloader(self.filename))
-        except Exception as exc:
-            raise WeightsError(
-                f"{self.description} ({self.filename}, {self.size}) is not in carvekit's cache {root} "
-                f"and could not be downloaded ({type(exc).__name__}); run `img2mesh weights download "
-                f"{self.name}` where there is internet and copy {root} here"
-            ) from None
+        found = self.locate()
+        if found is not None:
+            return found
+        failure = "HF_HUB_OFFLINE is set" if hub_offline() else None
+        if failure is None:
+            import warnings
+
+            from carvekit.utils.download_models import downloader
+
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # carvekit warns once per mirror it tries
+                    return Path(downloader(self.filename))
+            except Exception as exc:  # carvekit raises plain ConnectionError and friends
+                failure = type(exc).__name__
+        raise WeightsError(
+            f"{self.description} ({self.filename}, {self.size}) is not in carvekit's cache {root} "
+            f"and could not be downloaded ({failure}); run `img2mesh weights download {self.name}` "
+            f"where there is internet and copy {root} here, or pass an RGBA image or --no-segment"
+        )
 
     def source(self) -> str:
         return f"carvekit's downloader (file {self.filename})"
