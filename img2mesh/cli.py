@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Annotated, Any, Callable, List, Optional
 
 import typer
 
@@ -23,6 +23,19 @@ weights_app = typer.Typer(help="List, pre-fetch and locate the weight files (for
 app.add_typer(weights_app, name="weights")
 
 EXIT_INTERRUPTED = 130
+
+# Options shared by `run` and `reconstruct`, declared once.
+PresetOpt = Annotated[str, typer.Option(help="Preset: default, smoke, fast, quality.")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML file layered over the preset.")]
+SetOpt = Annotated[List[str], typer.Option("--set", help="Override KEY=VALUE (dotted key, repeatable).")]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed (run.seed).")]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N (run.device).")]
+FromOpt = Annotated[Optional[str], typer.Option("--from", help="Re-run from this stage on.")]
+UntilOpt = Annotated[Optional[str], typer.Option("--until", help="Stop after this stage.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run every stage, even up-to-date ones.")]
+FormatOpt = Annotated[Optional[str], typer.Option("--format", help="Mesh formats, comma-separated: glb,ply,obj.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings, errors and the summary.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug messages and tracebacks.")]
 
 
 def _print_error(message: str) -> None:
@@ -67,37 +80,35 @@ def main_options(
 def run(
     inputs: List[Path] = typer.Argument(..., help="Image files and/or folders of images.", show_default=False),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (one input: OUT/; several: OUT/<stem>/)."),
-    preset: str = typer.Option("default", help="Preset: default, smoke, fast, quality."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file layered over the preset."),
-    set_: List[str] = typer.Option([], "--set", help="Override KEY=VALUE (dotted key, repeatable)."),
-    seed: Optional[int] = typer.Option(None, help="Random seed (run.seed)."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N (run.device)."),
-    from_stage: Optional[str] = typer.Option(None, "--from", help="Re-run from this stage on."),
-    until_stage: Optional[str] = typer.Option(None, "--until", help="Stop after this stage."),
-    force: bool = typer.Option(False, "--force", help="Re-run every stage, even up-to-date ones."),
+    preset: PresetOpt = "default",
+    config: ConfigOpt = None,
+    set_: SetOpt = [],
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    from_stage: FromOpt = None,
+    until_stage: UntilOpt = None,
+    force: ForceOpt = False,
     elevation: Optional[float] = typer.Option(None, help="Input camera elevation in degrees; skips estimation."),
     num_samples: Optional[int] = typer.Option(None, "--num-samples", help="Sample sets to generate."),
-    formats: Optional[str] = typer.Option(None, "--format", help="Mesh formats, comma-separated: glb,ply,obj."),
+    formats: FormatOpt = None,
     weights: Optional[Path] = typer.Option(None, "--weights", help="Path to syncdreamer-pretrain.ckpt."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint",
+                                          help="Allow unpickling a checkpoint that safe loading refuses."),
     no_segment: bool = typer.Option(False, "--no-segment",
                                     help="Skip background removal: use the image's alpha, or all of it."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings, errors and the summary."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug messages and tracebacks."),
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Run the pipeline on one or more images; finished stages are skipped when nothing changed."""
     from img2mesh.pipeline.batch import RunRequest, run_request
     from img2mesh.pipeline.reporting import Reporter
 
-    values: dict[str, Any] = {}
-    for key, value in (("run.seed", seed), ("run.device", device), ("elevation.value", elevation),
-                       ("generate.num_samples", num_samples),
-                       ("generate.weights", str(weights) if weights else None)):
-        if value is not None:
-            values[key] = value
+    values = _flag_values(seed=seed, device=device, formats=formats, elevation=elevation,
+                          num_samples=num_samples, weights=weights)
     if no_segment:
         values["segment.use_alpha"] = "always"
-    if formats is not None:
-        values["mesh.formats"] = [f.strip().lower() for f in formats.split(",") if f.strip()]
+    if trust_checkpoint:
+        values["generate.trust_checkpoint"] = True
     request = RunRequest(inputs=inputs, out=out, preset=preset, config_file=config, overrides=list(set_),
                          values=values, from_stage=from_stage, until_stage=until_stage, force=force)
     reporter = Reporter(quiet=quiet, verbose=verbose)
@@ -106,6 +117,26 @@ def run(
     except KeyboardInterrupt:
         reporter.err.print("[yellow]interrupted[/]: finished stages are kept; run the same command to resume")
         raise typer.Exit(EXIT_INTERRUPTED)
+    _report(results, reporter)
+
+
+def _flag_values(seed: Optional[int] = None, device: Optional[str] = None, formats: Optional[str] = None,
+                 elevation: Optional[float] = None, num_samples: Optional[int] = None,
+                 weights: Optional[Path] = None) -> dict[str, Any]:
+    """Dotted config keys set by dedicated flags (they win over --set)."""
+    values: dict[str, Any] = {}
+    for key, value in (("run.seed", seed), ("run.device", device), ("elevation.value", elevation),
+                       ("generate.num_samples", num_samples),
+                       ("generate.checkpoint", str(weights) if weights else None)):
+        if value is not None:
+            values[key] = value
+    if formats is not None:
+        values["mesh.formats"] = [f.strip().lower() for f in formats.split(",") if f.strip()]
+    return values
+
+
+def _report(results: list, reporter: Any) -> None:
+    """Summary tables on stdout, one error line per failed input, and the exit code."""
     from img2mesh.pipeline.reporting import batch_table, stage_table
 
     for result in results:
@@ -118,6 +149,53 @@ def run(
         _print_error(f"{prefix}{result.error}")
     if failed:
         raise typer.Exit(failed[0].exit_code if len(results) == 1 else 1)
+
+
+@app.command()
+def reconstruct(
+    views: Path = typer.Argument(..., help="Folder of views 0.png..N.png (+ cameras.json; default: the 16 SyncDreamer cameras)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
+    preset: PresetOpt = "default",
+    config: ConfigOpt = None,
+    set_: SetOpt = [],
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    from_stage: FromOpt = None,
+    until_stage: UntilOpt = None,
+    force: ForceOpt = False,
+    formats: FormatOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run only the reconstruct and mesh stages on a folder of views at known cameras."""
+    from img2mesh.pipeline.batch import RunRequest, reconstruct_request
+    from img2mesh.pipeline.reporting import Reporter
+
+    request = RunRequest(inputs=[views], out=out, preset=preset, config_file=config, overrides=list(set_),
+                         values=_flag_values(seed=seed, device=device, formats=formats),
+                         from_stage=from_stage, until_stage=until_stage, force=force)
+    reporter = Reporter(quiet=quiet, verbose=verbose)
+    try:
+        result = _guard(verbose, lambda: reconstruct_request(request, reporter))
+    except KeyboardInterrupt:
+        reporter.err.print("[yellow]interrupted[/]: run the same command to resume")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    _report([result], reporter)
+
+
+@app.command("eval")
+def evaluate(
+    prediction: Path = typer.Argument(..., help="Predicted mesh (an img2mesh export, or --frame world)."),
+    gt: Path = typer.Option(..., "--gt", help="Ground-truth mesh, e.g. ../shared/gso/NAME/model.obj."),
+    object_name: str = typer.Option(..., "--object", help="GSO object name (sets the ground-truth rotation)."),
+    frame: str = typer.Option("export", "--frame", help="export (img2mesh's glTF frame) or world."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Chamfer distance and volume IoU against a Google Scanned Objects model (the papers' metric)."""
+    from img2mesh.mesh.evaluate import evaluate_files
+
+    scores = _guard(verbose, lambda: evaluate_files(prediction, gt, object_name, frame))
+    typer.echo(f"chamfer {scores.chamfer:.5f}  iou {scores.iou:.4f}")
 
 
 @app.command()

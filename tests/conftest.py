@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -86,3 +87,31 @@ class Recorder:
 @pytest.fixture
 def recorder() -> Recorder:
     return Recorder()
+
+
+def conformance_dir() -> Path:
+    """``IMG2MESH_CONFORMANCE_DIR``, default ``../shared/conformance`` beside the repository."""
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "conformance"
+    return Path(os.environ.get("IMG2MESH_CONFORMANCE_DIR", default))
+
+
+@pytest.fixture(scope="session")
+def conformance() -> Path:
+    folder = conformance_dir()
+    if not (folder / "vectors" / "index.json").is_file():
+        pytest.skip(f"conformance vectors not found in {folder} (set IMG2MESH_CONFORMANCE_DIR)")
+    return folder
+
+
+@pytest.fixture
+def img2mesh_log(caplog):
+    """caplog wired to the img2mesh logger directly (the CLI's Reporter stops its propagation)."""
+    import logging
+
+    logger = logging.getLogger("img2mesh")
+    old_level = logger.level
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.DEBUG)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(old_level)

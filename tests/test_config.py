@@ -28,10 +28,10 @@ def test_presets_differ_where_they_say():
 
 
 def test_set_overrides_parse_yaml_values():
-    cfg = load_config(overrides=["generate.steps=25", "mesh.formats=[glb, ply]", "generate.weights=/x.ckpt"])
+    cfg = load_config(overrides=["generate.steps=25", "mesh.formats=[glb, ply]", "generate.checkpoint=/x.ckpt"])
     assert cfg.generate.steps == 25
     assert cfg.mesh.formats == ["glb", "ply"]
-    assert cfg.generate.weights == "/x.ckpt"
+    assert cfg.generate.checkpoint == "/x.ckpt"
 
 
 def test_int_accepted_for_float_but_not_the_reverse():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -20,9 +19,6 @@ from img2mesh.pipeline.runner import Runner
 from img2mesh.segment.read import load_image
 from img2mesh.segment.recentre import recentre
 from img2mesh.segment.stage import STAGE as SEGMENT
-
-CONFORMANCE = Path(os.environ.get("IMG2MESH_CONFORMANCE_DIR", Path(__file__).parents[2] / "shared" / "conformance"))
-
 
 def rgba_canvas(width: int, height: int, box: tuple[int, int, int, int], colour=(200, 30, 60)) -> Image.Image:
     """Transparent image with an opaque rectangle covering x0..x1-1, y0..y1-1, garbage RGB elsewhere."""
@@ -44,13 +40,11 @@ def opaque_bbox(img: Image.Image) -> tuple[int, int, int, int]:
 
 @pytest.mark.parametrize("name", ["wide", "tall"])
 @pytest.mark.parametrize("crop, tag", [(200, "crop200"), (-1, "nocrop")])
-def test_recentre_reproduces_official_prepare_inputs(name, crop, tag):
-    if not (CONFORMANCE / "vectors" / "preprocess.safetensors").is_file():
-        pytest.skip(f"conformance vectors not found in {CONFORMANCE} (set IMG2MESH_CONFORMANCE_DIR)")
+def test_recentre_reproduces_official_prepare_inputs(conformance, name, crop, tag):
     from safetensors.numpy import load_file
 
-    reference = load_file(CONFORMANCE / "vectors" / "preprocess.safetensors")[f"prepare_inputs/{name}/{tag}/input_image"]
-    got = recentre(Image.open(CONFORMANCE / "inputs" / f"{name}.png"), crop).on_white() * 2 - 1
+    reference = load_file(conformance / "vectors" / "preprocess.safetensors")[f"prepare_inputs/{name}/{tag}/input_image"]
+    got = recentre(Image.open(conformance / "inputs" / f"{name}.png"), crop).on_white() * 2 - 1
     assert np.array_equal(got, reference)  # bit for bit
 
 

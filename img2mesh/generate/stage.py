@@ -1,22 +1,122 @@
-"""The generate stage's declaration (its work lands with the SyncDreamer issue)."""
+"""The generate stage: the recentred input + its elevation -> 16 synchronized views per sample."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import contextlib
+import json
+import math
+from typing import Any, Iterator
 
-from img2mesh.errors import StageNotImplementedError
+import numpy as np
+
 from img2mesh.pipeline.stage import Stage, StageContext
+from img2mesh.utils.files import atomic_save_image, atomic_write_json
+
+_LOADED: dict[tuple, tuple[Any, Any]] = {}
 
 
-def run(ctx: StageContext) -> Optional[dict[str, Any]]:
-    raise StageNotImplementedError("generate")
+def get_model(ctx: StageContext) -> tuple["SyncDreamer", "LoadedWeights"]:
+    """The model for this run's settings, loaded once per process (batches share it)."""
+    from img2mesh.generate.loading import load_syncdreamer
+
+    cfg = ctx.config.generate
+    key = (cfg.model, cfg.weights, cfg.checkpoint, tuple(cfg.hub_sources), cfg.trust_checkpoint, ctx.device)
+    if key not in _LOADED:
+        _LOADED.clear()  # one model in memory at a time
+        ctx.log.info("generate: loading SyncDreamer (%s, %s weights) on %s", cfg.model, cfg.weights, ctx.device)
+        model, weights = load_syncdreamer(cfg.model, cfg.weights, cfg.checkpoint, cfg.hub_sources,
+                                          cfg.trust_checkpoint)
+        _LOADED[key] = (model.to(ctx.device), weights)
+    return _LOADED[key]
+
+
+def autocast_dtype(precision: str, device: str) -> "torch.dtype | None":
+    """The autocast dtype for the denoising loop; None means plain float32."""
+    import torch
+
+    if not device.startswith("cuda") or precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    return torch.float16  # auto and fp16
+
+
+@contextlib.contextmanager
+def precision_scope(precision: str, device: str) -> Iterator[None]:
+    import torch
+
+    dtype = autocast_dtype(precision, device)
+    if dtype is None:
+        yield
+    else:
+        with torch.autocast("cuda", dtype=dtype):
+            yield
+
+
+def grid(images: np.ndarray, columns: int) -> np.ndarray:
+    """N,H,W,3 -> one image with ``columns`` images per row."""
+    n, h, w, c = images.shape
+    rows = math.ceil(n / columns)
+    canvas = np.full((rows * h, columns * w, c), 255, np.uint8)
+    for i, img in enumerate(images):
+        r, k = divmod(i, columns)
+        canvas[r * h:(r + 1) * h, k * w:(k + 1) * w] = img
+    return canvas
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    import torch
+
+    from img2mesh.generate import cameras
+    from img2mesh.generate.model import Guidance
+    from img2mesh.generate.sampler import SamplerSettings, decode_views, sample_latents, seeded_randn
+    from img2mesh.segment.recentre import composite_on_white
+    from PIL import Image
+
+    cfg = ctx.config.generate
+    elevation_deg = float(json.loads((ctx.stage_dir("elevation") / "elevation.json").read_text())["elevation_deg"])
+    on_white = composite_on_white(Image.open(ctx.stage_dir("segment") / "input_rgba.png"))
+    model, weights = get_model(ctx)
+    device = torch.device(ctx.device)
+    image = torch.from_numpy(on_white * 2.0 - 1.0).permute(2, 0, 1)[None].to(device)
+    image = image.expand(cfg.num_samples, -1, -1, -1).contiguous()
+    elevation = torch.full((cfg.num_samples,), math.radians(elevation_deg), device=device)
+    scales = (cfg.cfg_scale,) if cfg.guidance == "cfg" else tuple(cfg.harmony_scales)
+    settings = SamplerSettings(Guidance(cfg.guidance, scales), cfg.steps, cfg.eta, cfg.batch_views, cfg.input_latent)
+    randn = seeded_randn(ctx.config.run.seed, device)
+    ctx.log.info("generate: %d sample(s), %s guidance %s, %d DDIM steps, eta %.2f, seed %d",
+                 cfg.num_samples, cfg.guidance, list(scales), cfg.steps, cfg.eta, ctx.config.run.seed)
+    with ctx.progress("denoising", total=cfg.steps) as task, precision_scope(cfg.precision, ctx.device):
+        latents = sample_latents(model, image, elevation, settings, randn, on_step=lambda i: task.advance())
+    views = decode_views(model, latents.float()).cpu().numpy()
+    for k, sample in enumerate(views):
+        folder = ctx.out_dir / f"sample_{k}"
+        for n, view in enumerate(sample):
+            atomic_save_image(folder / f"{n:02d}.png", view)
+        atomic_save_image(folder / "grid.png", grid(sample, 4))
+        atomic_save_image(folder / "strip.png", grid(sample, len(sample)))
+    record = cameras.cameras_record(model.poses.cpu().numpy(), model.Ks[0].cpu().numpy(), elevation_deg)
+    atomic_write_json(ctx.out_dir / "cameras.json", record)
+    return {
+        "model": cfg.model,
+        "weights": weights.record(),
+        "guidance": cfg.guidance,
+        "scales": list(scales),
+        "steps": cfg.steps,
+        "eta": cfg.eta,
+        "seed": ctx.config.run.seed,
+        "num_samples": cfg.num_samples,
+        "input_latent": cfg.input_latent,
+        "precision": str(autocast_dtype(cfg.precision, ctx.device) or "float32"),
+        "input_elevation_deg": elevation_deg,
+    }
 
 
 STAGE = Stage(
     name="generate",
     description="16 synchronized 256x256 views at the SyncDreamer cameras",
     reads=("segment", "elevation"),
-    outputs=("sample_0/*.png", "cameras.json"),
+    outputs=("sample_0/00.png", "sample_0/15.png", "sample_0/grid.png", "cameras.json"),
     config_keys=("generate", "run.seed"),
     run=run,
 )

@@ -34,12 +34,29 @@ def resolve(request: RunRequest, stages: Sequence[Stage]) -> tuple[Config, list,
     """Validate everything that can be validated before a single file is written."""
     config = load_config(request.preset, request.config_file, request.overrides, request.values)
     stage_range(stages, request.from_stage, request.until_stage)
-    weights = config.generate.weights
-    if weights is not None and not Path(weights).is_file():
-        raise UsageError(f"weights file {weights} does not exist")
+    checkpoint = config.generate.checkpoint
+    if checkpoint is not None and not Path(checkpoint).expanduser().is_file():
+        raise UsageError(f"weights file {checkpoint} does not exist")
     images, batch = collect_images(request.inputs)
     check_output_dir(request.out)
     return config, assign_run_dirs(images, request.out, batch), batch
+
+
+def reconstruct_request(request: RunRequest, reporter: Reporter) -> RunResult:
+    """``img2mesh reconstruct VIEWS_DIR``: the reconstruct and mesh stages on one folder of views."""
+    from img2mesh.pipeline.stages import reconstruct_stages
+    from img2mesh.utils.device import resolve_device
+
+    stages = reconstruct_stages()
+    config = load_config(request.preset, request.config_file, request.overrides, request.values)
+    stage_range(stages, request.from_stage, request.until_stage)
+    (folder,) = request.inputs
+    if not Path(folder).is_dir():
+        raise UsageError(f"views folder {folder} does not exist or is not a folder")
+    check_output_dir(request.out)
+    runner = Runner(stages, config, reporter, resolve_device(config.run.device))
+    return runner.run(Path(folder), request.out, from_stage=request.from_stage, until_stage=request.until_stage,
+                      force=request.force)
 
 
 def run_request(request: RunRequest, reporter: Reporter, stages: Optional[Sequence[Stage]] = None) -> list[RunResult]:

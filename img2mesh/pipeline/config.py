@@ -47,7 +47,10 @@ class ElevationConfig:
 
 @dataclass
 class GenerateConfig:
-    weights: Optional[str]
+    model: Literal["full", "tiny"]
+    weights: Literal["pretrained", "random"]
+    checkpoint: Optional[str]
+    trust_checkpoint: bool
     hub_sources: list[str]
     guidance: Literal["cfg", "harmony"]
     cfg_scale: float
@@ -67,12 +70,20 @@ class ReconstructConfig:
     rays_per_step: int
     samples_per_ray: int
     learning_rate: float
+    warmup_steps: int
+    image_size: int
+    hidden: int
+    layers: int
+    mask_weight: float
+    eikonal_weight: float
+    curvature_weight: float
     checkpoint_every: int
 
 
 @dataclass
 class MeshConfig:
     resolution: int
+    bound: float
     formats: list[Literal["glb", "ply", "obj"]]
     target_faces: Optional[int]
     preview: bool
@@ -115,7 +126,8 @@ def _check_extra(key: str, value: Any) -> None:
     positive = ("generate.steps", "generate.num_samples", "generate.batch_views",
                 "reconstruct.steps", "reconstruct.rays_per_step",
                 "reconstruct.samples_per_ray", "reconstruct.checkpoint_every",
-                "mesh.resolution", "segment.max_pixels", "segment.seg_size",
+                "mesh.resolution", "segment.max_pixels", "segment.seg_size", "reconstruct.hidden",
+                "reconstruct.layers", "reconstruct.warmup_steps",
                 "segment.matting_size")
     if key in positive and value < 1:
         raise UsageError(f"config key {key}: must be at least 1, got {value}")

@@ -22,7 +22,7 @@ from img2mesh.pipeline.lock import RunLock
 from img2mesh.pipeline.manifest import Manifest, file_record, now_iso
 from img2mesh.pipeline.reporting import Reporter
 from img2mesh.pipeline.stage import Stage, StageContext
-from img2mesh.utils.files import atomic_copy, sha256_file, sha256_json
+from img2mesh.utils.files import atomic_copy, path_size, sha256_file, sha256_json, sha256_path
 
 log = logging.getLogger("img2mesh")
 PARTIAL_DIR = ".partial"
@@ -135,7 +135,7 @@ class Runner:
         with self.reporter.log_file(run_dir / "img2mesh.log"):
             log.info("img2mesh %s: %s -> %s (device %s)", __version__, image, run_dir, self.device)
             manifest = Manifest.load(run_dir)
-            input_sha = sha256_file(image)
+            input_sha = sha256_path(image)
             previous = manifest.data.get("input")
             if isinstance(previous, dict) and previous.get("sha256") not in (None, input_sha) and not force:
                 raise InputError(
@@ -144,7 +144,7 @@ class Runner:
                 )
             manifest.data.update({
                 "img2mesh_version": __version__,
-                "input": {"path": str(image.resolve()), "size": image.stat().st_size, "sha256": input_sha},
+                "input": {"path": str(image.resolve()), "size": path_size(image), "sha256": input_sha},
                 "config": self.config.to_dict(),
                 "device": self.device,
             })

@@ -14,3 +14,11 @@ def default_stages() -> list[Stage]:
     from img2mesh.segment.stage import STAGE as segment
 
     return [segment, elevation, generate, reconstruct, mesh]
+
+
+def reconstruct_stages() -> list[Stage]:
+    """reconstruct -> mesh on a folder of views (``img2mesh reconstruct VIEWS_DIR``)."""
+    from img2mesh.mesh.stage import STAGE as mesh
+    from img2mesh.reconstruct.stage import FOLDER_STAGE as reconstruct
+
+    return [reconstruct, mesh]

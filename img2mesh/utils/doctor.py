@@ -81,7 +81,11 @@ def weight_rows() -> list[Row]:
     """Cache locations and each weight file: present (with its path) or missing."""
     from img2mesh.utils.weights import environment_summary, registry
 
+    from img2mesh.generate.loading import cache_dir
+
     rows = list(environment_summary().items())
+    converted = sorted(cache_dir().glob("syncdreamer-*.safetensors")) if cache_dir().is_dir() else []
+    rows.append(("img2mesh cache", f"{cache_dir()} ({len(converted)} converted checkpoint(s))"))
     for entry in registry():
         path = entry.locate()
         rows.append((f"weights: {entry.name}", str(path) if path else f"missing ({entry.size})"))

@@ -70,6 +70,23 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def sha256_path(path: Path) -> str:
+    """SHA-256 of a file, or of a folder's files (relative names and contents, in sorted order)."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(item.relative_to(path).as_posix().encode() + b"\0" + sha256_file(item).encode())
+    return digest.hexdigest()
+
+
+def path_size(path: Path) -> int:
+    """Bytes of a file, or of all files under a folder."""
+    path = Path(path)
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
 def sha256_json(data: Any) -> str:
     """Hex SHA-256 of a JSON-serialisable value in canonical form (sorted keys)."""
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)

@@ -173,7 +173,7 @@ def registry(hub_sources: Optional[Sequence[str]] = None) -> list[WeightFile]:
     return [
         HubWeight(
             name="syncdreamer",
-            description="SyncDreamer weights",
+            description="The SyncDreamer checkpoint",
             used_by="generate, elevation",
             size="about 5.6 GB",
             sources=tuple(HubFile.parse(s) for s in hub_sources),

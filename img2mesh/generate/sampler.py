@@ -1,0 +1,137 @@
+"""Sampling 16 synchronized views (and single Zero123 views) from a SyncDreamer model.
+
+Random numbers come from a ``randn(shape)`` callable drawn in the official order (input-latent
+posterior noise, x_T, then one draw per step but the last), so a seeded ``torch.Generator``
+reproduces runs and the conformance tests can replay the official draws.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from img2mesh.generate.model import Guidance, SyncDreamer
+from img2mesh.generate.scheduler import DDIMSchedule
+
+log = logging.getLogger("img2mesh")
+RandN = Callable[[tuple[int, ...]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Everything that shapes a sampling run besides the input and the random numbers."""
+
+    guidance: Guidance = Guidance()
+    steps: int = 50
+    eta: float = 1.0
+    batch_views: int = 16
+    input_latent: str = "sample"  # "sample" (official) or "mode"
+
+
+def seeded_randn(seed: int, device: torch.device) -> RandN:
+    """A ``randn(shape)`` drawing from one generator seeded with ``seed`` on ``device``."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return lambda shape: torch.randn(shape, generator=generator, device=device)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+class ViewBatcher:
+    """Runs the UNet over views in chunks, halving the chunk on CUDA out-of-memory."""
+
+    def __init__(self, batch_views: int) -> None:
+        self.batch_views = batch_views
+
+    def noise(self, model: SyncDreamer, x: torch.Tensor, t: torch.Tensor, x_input: torch.Tensor,
+              clip_embed: torch.Tensor, v_embed: torch.Tensor, guidance: Guidance) -> torch.Tensor:
+        """Guided noise for all N views of x (B,N,4,h,w) at timestep t (B,)."""
+        t_embed = model.embed_time(t)
+        volume = model.spatial_volume.construct_spatial_volume(x, t_embed, v_embed, model.poses, model.Ks)
+        while True:
+            try:
+                return self._chunks(model, x, t, x_input, clip_embed, v_embed, t_embed, volume, guidance)
+            except RuntimeError as exc:
+                if not _is_oom(exc) or self.batch_views == 1:
+                    raise
+                self.batch_views = max(1, self.batch_views // 2)
+                torch.cuda.empty_cache()
+                log.warning("generate: CUDA out of memory; retrying with batch_views = %d", self.batch_views)
+
+    def _chunks(self, model: SyncDreamer, x: torch.Tensor, t: torch.Tensor, x_input: torch.Tensor,
+                clip_embed: torch.Tensor, v_embed: torch.Tensor, t_embed: torch.Tensor, volume: torch.Tensor,
+                guidance: Guidance) -> torch.Tensor:
+        B, N = x.shape[:2]
+        outputs = []
+        for start in range(0, N, self.batch_views):
+            views = torch.arange(start, min(start + self.batch_views, N), device=x.device)
+            VN = len(views)
+            clip, volume_feats, x_concat = model.target_view_feats(
+                x_input, volume, clip_embed, t_embed, v_embed, views[None].expand(B, -1))
+            noise = model.guided_noise(x[:, start:start + VN].flatten(0, 1), t.repeat_interleave(VN), clip,
+                                       volume_feats, x_concat, guidance)
+            outputs.append(noise.view(B, VN, *noise.shape[1:]))
+        return torch.cat(outputs, 1)
+
+
+@torch.no_grad()
+def sample_latents(model: SyncDreamer, image: torch.Tensor, elevation: torch.Tensor, settings: SamplerSettings,
+                   randn: RandN, on_step: Optional[Callable[[int], None]] = None) -> torch.Tensor:
+    """B,3,256,256 images in [-1,1] at elevations (B, radians) -> B,N,4,32,32 final latents."""
+    c = model.config
+    B = image.shape[0]
+    eps = randn((B, c.vae.z_channels, c.latent_size, c.latent_size)) if settings.input_latent == "sample" else None
+    x_input = model.encode_image(image, eps)
+    clip_embed = model.encode_clip(image)
+    v_embed = model.viewpoint_embedding(elevation)
+    x = randn((B, c.view_num, c.vae.z_channels, c.latent_size, c.latent_size))
+    schedule = DDIMSchedule(model.alphas_cumprod, settings.steps, settings.eta)
+    batcher = ViewBatcher(settings.batch_views)
+    for i, timestep in enumerate(reversed(schedule.timesteps)):
+        index = len(schedule) - i - 1
+        t = torch.full((B,), int(timestep), device=image.device, dtype=torch.long)
+        e_t = batcher.noise(model, x, t, x_input, clip_embed, v_embed, settings.guidance)
+        x = schedule.step(x, e_t, index, None if index == 0 else randn(tuple(x.shape)))
+        if on_step is not None:
+            on_step(i)
+    return x
+
+
+@torch.no_grad()
+def decode_views(model: SyncDreamer, latents: torch.Tensor) -> torch.Tensor:
+    """B,N,4,h,w latents -> B,N,H,W,3 uint8 images (the official truncating conversion)."""
+    images = torch.stack([model.decode(latents[:, n]) for n in range(latents.shape[1])], 1)
+    return ((images.float().clamp(-1, 1) + 1) * 0.5 * 255).to(torch.uint8).permute(0, 1, 3, 4, 2)
+
+
+@torch.no_grad()
+def sample_novel_view(model: SyncDreamer, image: torch.Tensor, delta_elevation_deg: float, delta_azimuth_deg: float,
+                      settings: SamplerSettings, randn: RandN) -> torch.Tensor:
+    """Zero123 mode: one view at a relative pose, depth-wise attention bypassed. B,3,H,W -> B,4,h,w.
+
+    The relative pose goes through ``cc_projection`` as ``[-Δelevation, sin Δazimuth, cos Δazimuth, 0]``
+    (SyncDreamer's embedding with Zero123's polar-angle sign). Guidance: ``cfg`` only (there is no
+    volume to drop), so a ``harmony`` request uses its first scale as the CFG scale.
+    """
+    c = model.config
+    B = image.shape[0]
+    eps = randn((B, c.vae.z_channels, c.latent_size, c.latent_size)) if settings.input_latent == "sample" else None
+    x_input = model.encode_image(image, eps)
+    d_a = math.radians(delta_azimuth_deg)
+    pose = torch.tensor([-math.radians(delta_elevation_deg), math.sin(d_a), math.cos(d_a), 0.0],
+                        device=image.device, dtype=image.dtype).expand(B, -1)
+    clip = model.project_clip(model.encode_clip(image), pose)
+    guidance = Guidance("cfg", (settings.guidance.scales[0],))
+    x = randn((B, c.vae.z_channels, c.latent_size, c.latent_size))
+    schedule = DDIMSchedule(model.alphas_cumprod, settings.steps, settings.eta)
+    for i, timestep in enumerate(reversed(schedule.timesteps)):
+        index = len(schedule) - i - 1
+        t = torch.full((B,), int(timestep), device=image.device, dtype=torch.long)
+        e_t = model.guided_noise(x, t, clip, None, x_input, guidance)
+        x = schedule.step(x, e_t, index, None if index == 0 else randn(tuple(x.shape)))
+    return x

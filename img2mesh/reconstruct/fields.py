@@ -1,0 +1,226 @@
+"""Signed-distance + colour fields for NeuS: a vanilla MLP field and a multi-resolution hash-grid field.
+
+Both share one interface: ``sdf_features(x) -> (sdf, features)``, ``color(x, normal, view_dir,
+features)``, and the learned inverse variance ``inv_s``. The hash-grid encoding uses tinycudann when
+it imports (CUDA only) and otherwise a pure-PyTorch implementation of the same maths.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+PRIMES = (1, 2654435761, 805459861)
+
+
+@dataclass(frozen=True)
+class FieldConfig:
+    """Widths of a field; saved next to its weights so the mesh stage can rebuild it."""
+
+    kind: Literal["mlp", "hashgrid"] = "mlp"
+    hidden: int = 128
+    layers: int = 6
+    skip_at: int = 3
+    frequencies: int = 6
+    feature_dim: int = 64
+    color_hidden: int = 64
+    color_layers: int = 2
+    view_frequencies: int = 4
+    init_radius: float = 0.4
+    init_variance: float = 0.3
+    hash_levels: int = 16
+    hash_features: int = 2
+    hash_log2_size: int = 19
+    hash_base_resolution: int = 16
+    hash_max_resolution: int = 2048
+    bound: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def positional_encoding(x: torch.Tensor, frequencies: int) -> torch.Tensor:
+    """[x, sin(2^k x), cos(2^k x)] for k < frequencies."""
+    if frequencies == 0:
+        return x
+    scales = 2.0 ** torch.arange(frequencies, device=x.device, dtype=x.dtype)
+    angles = (x[..., None, :] * scales[:, None]).flatten(-2)
+    return torch.cat([x, torch.sin(angles), torch.cos(angles)], -1)
+
+
+class HashGridEncoding(nn.Module):
+    """Multi-resolution hash encoding (Müller et al. 2022) in plain PyTorch, trilinear per level."""
+
+    def __init__(self, levels: int, features: int, log2_size: int, base: int, finest: int, bound: float) -> None:
+        super().__init__()
+        self.levels, self.features, self.size, self.bound = levels, features, 2**log2_size, bound
+        growth = math.exp((math.log(finest) - math.log(base)) / max(levels - 1, 1))
+        self.resolutions = [int(math.floor(base * growth**level)) for level in range(levels)]
+        self.table = nn.Parameter(torch.empty(levels, self.size, features).uniform_(-1e-4, 1e-4))
+
+    @property
+    def output_dim(self) -> int:
+        return self.levels * self.features
+
+    def _index(self, corner: torch.Tensor, resolution: int) -> torch.Tensor:
+        if (resolution + 1) ** 3 <= self.size:  # a dense grid fits: no collisions
+            return corner[..., 0] + (resolution + 1) * (corner[..., 1] + (resolution + 1) * corner[..., 2])
+        hashed = corner[..., 0] * PRIMES[0] ^ corner[..., 1] * PRIMES[1] ^ corner[..., 2] * PRIMES[2]
+        return hashed % self.size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        unit = ((x / self.bound + 1) / 2).clamp(0, 1)  # [-bound, bound] -> [0, 1]
+        outputs = []
+        offsets = torch.tensor([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(8)], device=x.device)
+        for level, resolution in enumerate(self.resolutions):
+            scaled = unit * resolution
+            base = scaled.floor().long().clamp(max=resolution - 1)
+            frac = scaled - base
+            corners = base[..., None, :] + offsets  # ...,8,3
+            weights = torch.where(offsets.bool(), frac[..., None, :], 1 - frac[..., None, :]).prod(-1)
+            values = self.table[level][self._index(corners, resolution)]  # ...,8,F
+            outputs.append((weights[..., None] * values).sum(-2))
+        return torch.cat(outputs, -1)
+
+
+def make_hash_encoding(config: FieldConfig) -> tuple[nn.Module, str]:
+    """tinycudann's HashGrid when it imports and CUDA is present, else the PyTorch one."""
+    if torch.cuda.is_available():
+        try:
+            import tinycudann as tcnn
+
+            growth = math.exp((math.log(config.hash_max_resolution) - math.log(config.hash_base_resolution))
+                              / max(config.hash_levels - 1, 1))
+            encoding = tcnn.Encoding(3, {"otype": "HashGrid", "n_levels": config.hash_levels,
+                                         "n_features_per_level": config.hash_features,
+                                         "log2_hashmap_size": config.hash_log2_size,
+                                         "base_resolution": config.hash_base_resolution,
+                                         "per_level_scale": growth})
+            return _TcnnWrapper(encoding, config.bound), "tinycudann"
+        except Exception:  # missing, or built for another GPU: the PyTorch encoding does the same maths
+            pass
+    return HashGridEncoding(config.hash_levels, config.hash_features, config.hash_log2_size,
+                            config.hash_base_resolution, config.hash_max_resolution, config.bound), "pytorch"
+
+
+class _TcnnWrapper(nn.Module):
+    def __init__(self, encoding: nn.Module, bound: float) -> None:
+        super().__init__()
+        self.encoding, self.bound = encoding, bound
+        self.output_dim = encoding.n_output_dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        unit = ((x / self.bound + 1) / 2).clamp(0, 1)
+        return self.encoding(unit.reshape(-1, 3)).float().reshape(*x.shape[:-1], -1)
+
+
+class SDFNetwork(nn.Module):
+    """SDF MLP with softplus, weight norm, a skip connection and NeuS's geometric initialisation.
+
+    Initialised so that sdf(x) ≈ |x| − init_radius: a sphere, from which training starts.
+    """
+
+    def __init__(self, config: FieldConfig, encoding_dim: int) -> None:
+        super().__init__()
+        self.config = config
+        dims = [encoding_dim] + [config.hidden] * config.layers + [1 + config.feature_dim]
+        self.linears = nn.ModuleList()
+        for i in range(len(dims) - 1):
+            out_dim = dims[i + 1] - (dims[0] if i + 1 == config.skip_at else 0)
+            layer = nn.Linear(dims[i], out_dim)
+            self._geometric_init(layer, i, len(dims) - 2, encoding_dim)
+            self.linears.append(nn.utils.parametrizations.weight_norm(layer))
+        self.activation = nn.Softplus(beta=100)
+
+    def _geometric_init(self, layer: nn.Linear, index: int, last: int, encoding_dim: int) -> None:
+        out_dim, in_dim = layer.weight.shape
+        with torch.no_grad():
+            if index == last:
+                nn.init.normal_(layer.weight, mean=math.sqrt(math.pi) / math.sqrt(in_dim), std=1e-4)
+                nn.init.constant_(layer.bias, -self.config.init_radius)
+                return
+            nn.init.constant_(layer.bias, 0.0)
+            nn.init.normal_(layer.weight, 0.0, math.sqrt(2) / math.sqrt(out_dim))
+            # Only raw xyz drives the initial sphere: encoded inputs start with zero weight.
+            if index == 0:
+                layer.weight[:, 3:] = 0.0
+            elif index == self.config.skip_at:
+                layer.weight[:, -(encoding_dim - 3):] = 0.0
+
+    def forward(self, encoded: torch.Tensor) -> torch.Tensor:
+        h = encoded
+        for i, layer in enumerate(self.linears):
+            if i == self.config.skip_at:
+                h = torch.cat([h, encoded], -1) / math.sqrt(2)
+            h = layer(h)
+            if i < len(self.linears) - 1:
+                h = self.activation(h)
+        return h
+
+
+class ColorNetwork(nn.Module):
+    """Radiance from position, normal, encoded view direction and the SDF network's features."""
+
+    def __init__(self, config: FieldConfig) -> None:
+        super().__init__()
+        view_dim = 3 + 6 * config.view_frequencies
+        dims = [3 + 3 + view_dim + config.feature_dim] + [config.color_hidden] * config.color_layers + [3]
+        self.view_frequencies = config.view_frequencies
+        self.layers = nn.ModuleList(nn.utils.parametrizations.weight_norm(nn.Linear(a, b))
+                                    for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: torch.Tensor, normal: torch.Tensor, view: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([x, normal, positional_encoding(view, self.view_frequencies), features], -1)
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i < len(self.layers) - 1:
+                h = F.relu(h)
+        return torch.sigmoid(h)
+
+
+class NeuSField(nn.Module):
+    """SDF + colour + inverse variance; ``kind`` picks positional encoding (mlp) or hash grid."""
+
+    def __init__(self, config: FieldConfig) -> None:
+        super().__init__()
+        self.config = config
+        if config.kind == "hashgrid":
+            self.encoding, self.backend = make_hash_encoding(config)
+            encoding_dim = 3 + self.encoding.output_dim
+        else:
+            self.encoding, self.backend = None, "positional encoding"
+            encoding_dim = 3 + 6 * config.frequencies
+        self.sdf_net = SDFNetwork(config, encoding_dim)
+        self.color_net = ColorNetwork(config)
+        self.variance = nn.Parameter(torch.tensor(config.init_variance))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        if self.encoding is None:
+            return positional_encoding(x, self.config.frequencies)
+        return torch.cat([x, self.encoding(x)], -1)
+
+    def sdf_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.sdf_net(self.encode(x))
+        return out[..., 0], out[..., 1:]
+
+    def sdf(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sdf_features(x)[0]
+
+    def sdf_and_gradient(self, x: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """SDF, features and ∇SDF (with a graph for the eikonal loss when training)."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True) if not x.requires_grad else x
+            sdf, features = self.sdf_features(x)
+            grad = torch.autograd.grad(sdf.sum(), x, create_graph=create_graph)[0]
+        return sdf, features, grad
+
+    def color(self, x: torch.Tensor, normal: torch.Tensor, view: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return self.color_net(x, normal, view, features)
+
+    def inv_s(self) -> torch.Tensor:
+        return torch.exp(self.variance * 10.0).clamp(1e-6, 1e6)

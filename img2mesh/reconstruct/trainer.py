@@ -1,0 +1,146 @@
+"""Fitting a NeuS field to views: losses, schedule, periodic checkpoints that a resume continues from."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from img2mesh.reconstruct.fields import NeuSField
+from img2mesh.reconstruct.renderer import RenderSettings, render_rays
+from img2mesh.reconstruct.views import Views, pixel_rays
+
+log = logging.getLogger("img2mesh")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    steps: int = 2000
+    rays_per_step: int = 4096
+    learning_rate: float = 5e-4
+    encoding_learning_rate: float = 1e-2
+    warmup_steps: int = 200
+    final_lr_factor: float = 0.05
+    anneal_fraction: float = 0.2  # cosine annealing of NeuS's opacity over the first part of training
+    mask_weight: float = 0.1
+    eikonal_weight: float = 0.1
+    curvature_weight: float = 0.0
+    checkpoint_every: int = 500
+    seed: int = 0
+
+
+class RayBank:
+    """Every pixel of every view as a ray with its colour and mask, on the training device."""
+
+    def __init__(self, views: Views, device: torch.device) -> None:
+        width, height = views.size
+        origins, dirs = [], []
+        for K, pose in zip(views.Ks, views.poses):
+            origin, d = pixel_rays(K, pose, width, height)
+            origins.append(np.broadcast_to(origin, d.shape))
+            dirs.append(d)
+        as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).reshape(-1, a.shape[-1]).to(device)  # noqa: E731
+        self.origins = as_tensor(np.stack(origins))
+        self.dirs = as_tensor(np.stack(dirs))
+        self.colors = as_tensor(views.images)
+        self.masks = torch.from_numpy(views.masks.reshape(-1).astype(np.float32)).to(device)
+
+    def __len__(self) -> int:
+        return self.origins.shape[0]
+
+    def sample(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        index = torch.randint(0, len(self), (count,), generator=generator, device="cpu").to(self.origins.device)
+        return self.origins[index], self.dirs[index], self.colors[index], self.masks[index]
+
+
+def learning_rate_factor(step: int, settings: TrainSettings) -> float:
+    """Linear warm-up, then cosine decay to ``final_lr_factor``."""
+    if step < settings.warmup_steps:
+        return (step + 1) / settings.warmup_steps
+    progress = (step - settings.warmup_steps) / max(settings.steps - settings.warmup_steps, 1)
+    return settings.final_lr_factor + (1 - settings.final_lr_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(field: NeuSField, settings: TrainSettings) -> torch.optim.Optimizer:
+    encoding = list(field.encoding.parameters()) if field.encoding is not None else []
+    ids = {id(p) for p in encoding}
+    rest = [p for p in field.parameters() if id(p) not in ids]
+    groups = [{"params": rest, "lr": settings.learning_rate, "base_lr": settings.learning_rate}]
+    if encoding:
+        groups.append({"params": encoding, "lr": settings.encoding_learning_rate,
+                       "base_lr": settings.encoding_learning_rate})
+    return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+
+
+def curvature_loss(field: NeuSField, points: torch.Tensor, weights: torch.Tensor, count: int = 1024) -> torch.Tensor:
+    """Normals at surface points and at points 0.005 away should agree (hash-grid SDFs are noisy)."""
+    flat_points, flat_weights = points.reshape(-1, 3), weights.reshape(-1).detach()
+    index = torch.multinomial(flat_weights + 1e-8, min(count, flat_weights.numel()), replacement=False)
+    x = flat_points[index].detach()
+    offset = F.normalize(torch.randn_like(x), dim=-1) * 0.005
+    _, _, g0 = field.sdf_and_gradient(x, create_graph=True)
+    _, _, g1 = field.sdf_and_gradient(x + offset, create_graph=True)
+    return (F.normalize(g0, dim=-1) - F.normalize(g1, dim=-1)).pow(2).sum(-1).mean()
+
+
+def save_checkpoint(path: Path, field: NeuSField, optimizer: torch.optim.Optimizer, step: int,
+                    generator: torch.Generator) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"field": field.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                "rng": generator.get_state(), "torch_rng": torch.get_rng_state()}, tmp)
+    os.replace(tmp, path)
+
+
+def train(field: NeuSField, views: Views, settings: TrainSettings, render: RenderSettings, device: torch.device,
+          checkpoint: Optional[Path] = None, on_step: Optional[Callable[[int, float], None]] = None) -> dict:
+    """Fit ``field`` to ``views``; resumes from ``checkpoint`` when it exists. Returns loss history."""
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    bank = RayBank(views, device)
+    field.to(device).train()
+    optimizer = make_optimizer(field, settings)
+    start = 0
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        field.load_state_dict(state["field"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])  # the samplers' jitter: a resume continues the same run
+        start = state["step"]
+        log.info("reconstruct: resuming training from the checkpoint at step %d", start)
+    history = []
+    anneal_steps = max(1, int(settings.steps * settings.anneal_fraction))
+    for step in range(start, settings.steps):
+        factor = learning_rate_factor(step, settings)
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        origins, dirs, colors, masks = bank.sample(settings.rays_per_step, generator)
+        out = render_rays(field, origins, dirs, render, cos_anneal_ratio=min(1.0, step / anneal_steps),
+                          perturb=True, training=True)
+        color_loss = F.l1_loss(out["color"], colors)
+        mask_loss = F.binary_cross_entropy(out["opacity"].clamp(1e-3, 1 - 1e-3), masks)
+        inside = out["inside"]
+        eikonal = (((out["grad_norm"] - 1) ** 2) * inside).sum() / inside.sum().clamp(min=1)
+        loss = color_loss + settings.mask_weight * mask_loss + settings.eikonal_weight * eikonal
+        if settings.curvature_weight > 0:
+            loss = loss + settings.curvature_weight * curvature_loss(field, out["points"], out["weights"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        value = loss.detach().item()
+        history.append(value)
+        if on_step is not None:
+            on_step(step, value)
+        done = step + 1
+        if checkpoint is not None and done % settings.checkpoint_every == 0 and done < settings.steps:
+            save_checkpoint(checkpoint, field, optimizer, done, generator)
+    field.eval()
+    return {"loss_first": history[0] if history else None, "loss_last": history[-1] if history else None,
+            "steps": settings.steps, "resumed_from": start, "inv_s": field.inv_s().item()}
