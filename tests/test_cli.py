@@ -154,21 +154,22 @@ def test_batch_resolves_stem_collisions_in_input_order(fake_stages, tmp_path):
 
 def test_real_pipeline_runs_end_to_end_with_tiny_models(image, tmp_path):
     out = tmp_path / "out"
-    result = invoke("run", image, "-o", out, "--device", "cpu", "-q")
-    assert result.exit_code == 1  # no --elevation: the estimate is not implemented yet, and says so
-    assert result.stderr.splitlines()[-1] == (
-        "error: stage elevation is not implemented yet; pass --elevation DEG to give the elevation")
-    assert (out / "segment" / "input.png").is_file()
     tiny = ["--preset", "smoke", "--set", "generate.model=tiny", "--set", "generate.weights=random",
             "--set", "generate.steps=1", "--set", "generate.guidance=cfg", "--set", "generate.cfg_scale=1",
-            "--set", "reconstruct.steps=20", "--set", "reconstruct.rays_per_step=128",
-            "--set", "reconstruct.image_size=64", "--set", "mesh.resolution=48"]
-    result = invoke("run", image, "-o", out, "--device", "cpu", "-q", "--elevation", "30", *tiny)
+            "--set", "elevation.matcher=sift", "--set", "reconstruct.steps=20",
+            "--set", "reconstruct.rays_per_step=128", "--set", "reconstruct.image_size=64",
+            "--set", "mesh.resolution=48"]
+    result = invoke("run", image, "-o", out, "--device", "cpu", "-q", *tiny)
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "img2mesh.json").read_text())
     assert [manifest["stages"][s]["status"] for s in ("segment", "elevation", "generate", "reconstruct", "mesh")] \
         == ["done"] * 5
+    assert manifest["stages"]["elevation"]["info"]["source"] == "default"  # noise views: too few matches
     assert (out / "mesh.glb").is_file() and (out / "generate" / "sample_0" / "15.png").is_file()
+    again = invoke("run", image, "-o", out, "--device", "cpu", "-q", "--elevation", "20", *tiny)
+    assert again.exit_code == 0
+    stages = json.loads((out / "img2mesh.json").read_text())["stages"]
+    assert stages["segment"]["status"] == "done" and stages["elevation"]["info"]["source"] == "user"
 
 
 @pytest.fixture

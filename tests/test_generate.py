@@ -168,9 +168,11 @@ def run_generate(image, out, *extra):
 
 def test_generate_stage_writes_views_grids_and_cameras(tmp_path):
     image = conformance_dir() / "inputs" / "wide.png"
-    if not image.is_file():
+    if not image.is_file():  # a cut-out of our own: an opaque object on a transparent background
         image = tmp_path / "in.png"
-        Image.new("RGBA", (64, 48), (200, 30, 30, 255)).save(image)
+        cutout = np.zeros((48, 64, 4), np.uint8)
+        cutout[8:40, 10:54] = (200, 30, 30, 255)
+        Image.fromarray(cutout).save(image)
     folder = run_generate(image, tmp_path / "a", "--num-samples", "2")
     for k in (0, 1):
         views = sorted(p.name for p in (folder / f"sample_{k}").glob("[0-9][0-9].png"))

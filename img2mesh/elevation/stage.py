@@ -1,33 +1,121 @@
-"""The elevation stage: ``--elevation DEG`` is honoured now; estimation lands with its own issue."""
+"""The elevation stage: ``--elevation DEG``, or an estimate from four Zero123-mode views."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
-from img2mesh.errors import StageNotImplementedError
+import numpy as np
+
 from img2mesh.pipeline.stage import Stage, StageContext
-from img2mesh.utils.files import atomic_write_json
+from img2mesh.utils.files import atomic_save_image, atomic_write_bytes, atomic_write_json
 
 
-def run(ctx: StageContext) -> Optional[dict[str, Any]]:
+def novel_views(ctx: StageContext) -> list[np.ndarray]:
+    """The four nearby views of the input, from the SyncDreamer weights in Zero123 mode."""
+    import torch
+    from PIL import Image
+
+    from img2mesh.elevation.estimate import RELATIVE_POSES
+    from img2mesh.generate.model import Guidance
+    from img2mesh.generate.sampler import SamplerSettings, sample_novel_view, seeded_randn
+    from img2mesh.generate.stage import get_model, precision_scope
+    from img2mesh.segment.recentre import composite_on_white
+
+    gen = ctx.config.generate
+    model, _ = get_model(ctx)
+    device = torch.device(ctx.device)
+    image = torch.from_numpy(composite_on_white(Image.open(ctx.stage_dir("segment") / "input_rgba.png")) * 2 - 1)
+    image = image.permute(2, 0, 1)[None].to(device)
+    settings = SamplerSettings(Guidance("cfg", (gen.cfg_scale,)), gen.steps, gen.eta, 1, gen.input_latent)
+    views = []
+    with ctx.progress("zero123 views", total=len(RELATIVE_POSES)) as task:
+        for k, (d_elevation, d_azimuth) in enumerate(RELATIVE_POSES):
+            with precision_scope(gen.precision, ctx.device):
+                latent = sample_novel_view(model, image, d_elevation, d_azimuth, settings,
+                                           seeded_randn(ctx.config.run.seed + k, device))
+            with torch.no_grad():
+                decoded = model.decode(latent.float())[0]
+            views.append(((decoded.clamp(-1, 1) + 1) * 0.5 * 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy())
+            task.advance()
+    return views
+
+
+def plot_curve(curve: dict[float, float], chosen: float, title: str) -> bytes:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5), dpi=100)
+    finite = {k: v for k, v in curve.items() if np.isfinite(v)}
+    axis.plot(list(finite), list(finite.values()), marker=".")
+    axis.axvline(chosen, color="tab:red", linestyle="--", label=f"chosen {chosen:.0f}°")
+    axis.set_xlabel("input elevation hypothesis (degrees)")
+    axis.set_ylabel("reprojection error (pixels)")
+    axis.set_title(title)
+    axis.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.config.elevation
-    if cfg.value is None:
-        raise StageNotImplementedError("elevation", "pass --elevation DEG to give the elevation")
-    if not cfg.min <= cfg.value <= cfg.max:
-        ctx.log.warning(
-            "elevation %.1f deg is outside SyncDreamer's trained range [%.0f, %.0f]; results may be distorted",
-            cfg.value, cfg.min, cfg.max,
-        )
-    result = {"elevation_deg": cfg.value, "source": "user"}
+    if cfg.value is not None:
+        if not cfg.min <= cfg.value <= cfg.max:
+            ctx.log.warning("elevation %.1f deg is outside SyncDreamer's trained range [%.0f, %.0f]; "
+                            "results may be distorted", cfg.value, cfg.min, cfg.max)
+        result = {"elevation_deg": cfg.value, "source": "user"}
+        atomic_write_json(ctx.out_dir / "elevation.json", result)
+        return result
+    from img2mesh.elevation.estimate import estimate_elevation
+    from img2mesh.elevation.matching import loftr_matches, sift_matches
+    from img2mesh.reconstruct.views import white_background_mask
+
+    views = novel_views(ctx)
+    masks = [white_background_mask(v / 255.0) for v in views]
+    for k, view in enumerate(views):
+        atomic_save_image(ctx.out_dir / f"view_{k}.png", view)
+    if cfg.matcher == "sift":
+        matcher = sift_matches
+    else:
+        def matcher(a, b, ma, mb):
+            return loftr_matches(a, b, ma, mb, ctx.device)
+    estimate = estimate_elevation(views, masks, matcher, (cfg.search[0], cfg.search[1]), cfg.default,
+                                  (cfg.min, cfg.max))
+    if estimate.fallback_reason:
+        ctx.log.warning("elevation: %s; using the default %.0f deg (pass --elevation DEG to set it)",
+                        estimate.fallback_reason, estimate.elevation_deg)
+    elif estimate.clamped:
+        ctx.log.warning("elevation: the estimate was outside SyncDreamer's trained range; clamped to %.0f deg",
+                        estimate.elevation_deg)
+    else:
+        ctx.log.info("elevation: estimated %.0f deg", estimate.elevation_deg)
+    result = {
+        "elevation_deg": estimate.elevation_deg,
+        "source": "default" if estimate.fallback_reason else "estimated",
+        "matcher": cfg.matcher,
+        "clamped": estimate.clamped,
+        "fallback_reason": estimate.fallback_reason,
+        "match_counts": estimate.match_counts,
+        "error_curve": {f"{k:g}": (v if np.isfinite(v) else None) for k, v in estimate.curve.items()},
+    }
     atomic_write_json(ctx.out_dir / "elevation.json", result)
-    return result
+    title = estimate.fallback_reason or f"{sum(estimate.match_counts.values())} matches ({cfg.matcher})"
+    atomic_write_bytes(ctx.out_dir / "error_curve.png", plot_curve(estimate.curve, estimate.elevation_deg, title))
+    return {k: result[k] for k in ("elevation_deg", "source", "clamped", "fallback_reason", "match_counts")}
 
 
 STAGE = Stage(
     name="elevation",
-    description="elevation of the input camera (estimated, or --elevation DEG)",
+    description="elevation of the input camera (estimated from Zero123 views, or --elevation DEG)",
     reads=("segment",),
     outputs=("elevation.json",),
-    config_keys=("elevation",),
+    config_keys=("elevation", "generate.model", "generate.weights", "generate.checkpoint", "generate.steps",
+                 "generate.cfg_scale", "generate.eta", "generate.input_latent", "run.seed"),
     run=run,
 )

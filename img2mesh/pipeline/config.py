@@ -42,6 +42,7 @@ class ElevationConfig:
     default: float
     min: float
     max: float
+    search: list[float]
     matcher: Literal["loftr", "sift"]
 
 
@@ -121,6 +122,8 @@ def _check_extra(key: str, value: Any) -> None:
         )
         if not ok:
             raise UsageError(f"config key run.device: {value!r} is not one of {_DEVICE_HELP}")
+    if key == "elevation.search" and (len(value) != 2 or value[0] >= value[1]):
+        raise UsageError("config key elevation.search: needs [low, high] with low < high")
     if key == "generate.harmony_scales" and len(value) != 2:
         raise UsageError("config key generate.harmony_scales: needs exactly two numbers [s1, s2]")
     positive = ("generate.steps", "generate.num_samples", "generate.batch_views",

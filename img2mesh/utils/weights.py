@@ -164,6 +164,48 @@ class CarvekitWeight:
         return f"carvekit's downloader (file {self.filename})"
 
 
+@dataclass(frozen=True)
+class LoftrWeight:
+    """kornia's LoFTR outdoor weights, fetched and cached by kornia (torch.hub's cache)."""
+
+    name: str = "loftr"
+    description: str = "kornia LoFTR outdoor matcher weights"
+    used_by: str = "elevation (matcher: loftr)"
+    size: str = "about 45 MB"
+    filename: str = "loftr_outdoor.ckpt"
+
+    def locate(self) -> Optional[Path]:
+        import torch
+
+        path = Path(torch.hub.get_dir()) / "checkpoints" / self.filename
+        return path if path.is_file() else None
+
+    def load(self, device: str) -> "torch.nn.Module":
+        """The matcher with its weights (downloaded by kornia when missing)."""
+        try:
+            from kornia.feature import LoFTR
+        except ImportError:
+            raise WeightsError("the loftr matcher needs kornia (`pip install kornia`); "
+                               "or use --set elevation.matcher=sift") from None
+        try:
+            return LoFTR(pretrained="outdoor").to(device).eval()
+        except Exception as exc:  # network errors surface as many types through torch.hub
+            import torch
+
+            raise WeightsError(
+                f"{self.description} ({self.filename}, {self.size}) are not in torch.hub's cache "
+                f"{Path(torch.hub.get_dir()) / 'checkpoints'} and could not be downloaded "
+                f"({type(exc).__name__}); run `img2mesh weights download loftr` where there is internet "
+                f"and copy that folder here, or use --set elevation.matcher=sift") from None
+
+    def download(self) -> Path:
+        self.load("cpu")
+        return self.locate() or Path(self.filename)
+
+    def source(self) -> str:
+        return f"kornia's loader (file {self.filename})"
+
+
 def registry(hub_sources: Optional[Sequence[str]] = None) -> list[WeightFile]:
     """Every weight file img2mesh can use; ``hub_sources`` overrides SyncDreamer's sources."""
     if hub_sources is None:
@@ -183,6 +225,7 @@ def registry(hub_sources: Optional[Sequence[str]] = None) -> list[WeightFile]:
                        "about 270 MB", "tracer_b7.pth"),
         CarvekitWeight("fba", "carvekit FBA matting weights", "segment", "about 140 MB",
                        "fba_matting.pth"),
+        LoftrWeight(),
     ]
 
 
