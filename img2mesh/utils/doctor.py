@@ -24,6 +24,16 @@ def _import_status(module: str, dist: str) -> str:
     return version
 
 
+def _ffmpeg() -> str:
+    """The ffmpeg imageio will use for turntable.mp4 (imageio-ffmpeg ships one), or why GIF is used."""
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:  # not installed, or its binary cannot run here
+        return shutil.which("ffmpeg") or "none found (turntables are written as GIF)"
+
+
 def _memory_gib() -> str:
     try:
         pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
@@ -70,7 +80,7 @@ def accelerator_rows() -> list[Row]:
         ("carvekit", _import_status("carvekit", "carvekit")),
         ("diffusers", _import_status("diffusers", "diffusers")),
         ("transformers", _import_status("transformers", "transformers")),
-        ("ffmpeg", shutil.which("ffmpeg") or "not on PATH (turntables fall back to GIF)"),
+        ("ffmpeg", _ffmpeg()),
     ]
     backend = "tinycudann" if tcnn[:1].isdigit() and "fails" not in tcnn else "pure PyTorch"
     rows.append(("hash-grid encoding", backend))
