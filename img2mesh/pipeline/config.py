@@ -75,6 +75,8 @@ class ReconstructConfig:
     image_size: int
     hidden: int
     layers: int
+    hash_levels: int
+    hash_log2_size: int
     mask_weight: float
     eikonal_weight: float
     curvature_weight: float
@@ -130,7 +132,8 @@ def _check_extra(key: str, value: Any) -> None:
                 "reconstruct.steps", "reconstruct.rays_per_step",
                 "reconstruct.samples_per_ray", "reconstruct.checkpoint_every",
                 "mesh.resolution", "segment.max_pixels", "segment.seg_size", "reconstruct.hidden",
-                "reconstruct.layers", "reconstruct.warmup_steps",
+                "reconstruct.layers", "reconstruct.warmup_steps", "reconstruct.hash_levels",
+                "reconstruct.hash_log2_size",
                 "segment.matting_size")
     if key in positive and value < 1:
         raise UsageError(f"config key {key}: must be at least 1, got {value}")

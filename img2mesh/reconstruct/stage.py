@@ -16,7 +16,8 @@ def field_config(ctx: StageContext) -> "FieldConfig":
     from img2mesh.reconstruct.fields import FieldConfig
 
     cfg = ctx.config.reconstruct
-    return FieldConfig(kind=cfg.field, hidden=cfg.hidden, layers=cfg.layers, skip_at=cfg.layers // 2)
+    return FieldConfig(kind=cfg.field, hidden=cfg.hidden, layers=cfg.layers, skip_at=cfg.layers // 2,
+                       hash_levels=cfg.hash_levels, hash_log2_size=cfg.hash_log2_size)
 
 
 def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]) -> dict[str, Any]:
