@@ -13,19 +13,16 @@ from img2mesh.utils.files import atomic_save_image, atomic_write_bytes, atomic_w
 def novel_views(ctx: StageContext) -> list[np.ndarray]:
     """The four nearby views of the input, from the SyncDreamer weights in Zero123 mode."""
     import torch
-    from PIL import Image
 
     from img2mesh.elevation.estimate import RELATIVE_POSES
     from img2mesh.generate.model import Guidance
-    from img2mesh.generate.sampler import SamplerSettings, sample_novel_view, seeded_randn
-    from img2mesh.generate.stage import get_model, precision_scope
-    from img2mesh.segment.recentre import composite_on_white
+    from img2mesh.generate.sampler import SamplerSettings, sample_novel_view, seeded_randn, to_uint8
+    from img2mesh.generate.stage import get_model, input_image, precision_scope
 
     gen = ctx.config.generate
     model, _ = get_model(ctx)
     device = torch.device(ctx.device)
-    image = torch.from_numpy(composite_on_white(Image.open(ctx.stage_dir("segment") / "input_rgba.png")) * 2 - 1)
-    image = image.permute(2, 0, 1)[None].to(device)
+    image = input_image(ctx)
     settings = SamplerSettings(Guidance("cfg", (gen.cfg_scale,)), gen.steps, gen.eta, 1, gen.input_latent)
     views = []
     with ctx.progress("zero123 views", total=len(RELATIVE_POSES)) as task:
@@ -35,7 +32,7 @@ def novel_views(ctx: StageContext) -> list[np.ndarray]:
                                            seeded_randn(ctx.config.run.seed + k, device))
             with torch.no_grad():
                 decoded = model.decode(latent.float())[0]
-            views.append(((decoded.clamp(-1, 1) + 1) * 0.5 * 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy())
+            views.append(to_uint8(decoded).cpu().numpy())
             task.advance()
     return views
 

@@ -79,6 +79,24 @@ class ViewBatcher:
         return torch.cat(outputs, 1)
 
 
+def _denoise(schedule: DDIMSchedule, x: torch.Tensor, predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+             randn: RandN, on_step: Optional[Callable[[int], None]] = None) -> torch.Tensor:
+    """The DDIM loop from x_T: ``predict(x, t)`` gives the guided noise; one draw per step but the last."""
+    B = x.shape[0]
+    for i, timestep in enumerate(reversed(schedule.timesteps)):
+        index = len(schedule) - i - 1
+        t = torch.full((B,), int(timestep), device=x.device, dtype=torch.long)
+        x = schedule.step(x, predict(x, t), index, None if index == 0 else randn(tuple(x.shape)))
+        if on_step is not None:
+            on_step(i)
+    return x
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Decoded images (..., 3, H, W) in about [-1, 1] -> (..., H, W, 3) uint8, truncating as generate.py does."""
+    return ((images.float().clamp(-1, 1) + 1) * 0.5 * 255).to(torch.uint8).movedim(-3, -1)
+
+
 @torch.no_grad()
 def sample_latents(model: SyncDreamer, image: torch.Tensor, elevation: torch.Tensor, settings: SamplerSettings,
                    randn: RandN, on_step: Optional[Callable[[int], None]] = None) -> torch.Tensor:
@@ -92,21 +110,14 @@ def sample_latents(model: SyncDreamer, image: torch.Tensor, elevation: torch.Ten
     x = randn((B, c.view_num, c.vae.z_channels, c.latent_size, c.latent_size))
     schedule = DDIMSchedule(model.alphas_cumprod, settings.steps, settings.eta)
     batcher = ViewBatcher(settings.batch_views)
-    for i, timestep in enumerate(reversed(schedule.timesteps)):
-        index = len(schedule) - i - 1
-        t = torch.full((B,), int(timestep), device=image.device, dtype=torch.long)
-        e_t = batcher.noise(model, x, t, x_input, clip_embed, v_embed, settings.guidance)
-        x = schedule.step(x, e_t, index, None if index == 0 else randn(tuple(x.shape)))
-        if on_step is not None:
-            on_step(i)
-    return x
+    return _denoise(schedule, x, lambda x_t, t: batcher.noise(model, x_t, t, x_input, clip_embed, v_embed,
+                                                              settings.guidance), randn, on_step)
 
 
 @torch.no_grad()
 def decode_views(model: SyncDreamer, latents: torch.Tensor) -> torch.Tensor:
     """B,N,4,h,w latents -> B,N,H,W,3 uint8 images (the official truncating conversion)."""
-    images = torch.stack([model.decode(latents[:, n]) for n in range(latents.shape[1])], 1)
-    return ((images.float().clamp(-1, 1) + 1) * 0.5 * 255).to(torch.uint8).permute(0, 1, 3, 4, 2)
+    return to_uint8(torch.stack([model.decode(latents[:, n]) for n in range(latents.shape[1])], 1))
 
 
 @torch.no_grad()
@@ -129,9 +140,4 @@ def sample_novel_view(model: SyncDreamer, image: torch.Tensor, delta_elevation_d
     guidance = Guidance("cfg", (settings.guidance.scales[0],))
     x = randn((B, c.vae.z_channels, c.latent_size, c.latent_size))
     schedule = DDIMSchedule(model.alphas_cumprod, settings.steps, settings.eta)
-    for i, timestep in enumerate(reversed(schedule.timesteps)):
-        index = len(schedule) - i - 1
-        t = torch.full((B,), int(timestep), device=image.device, dtype=torch.long)
-        e_t = model.guided_noise(x, t, clip, None, x_input, guidance)
-        x = schedule.step(x, e_t, index, None if index == 0 else randn(tuple(x.shape)))
-    return x
+    return _denoise(schedule, x, lambda x_t, t: model.guided_noise(x_t, t, clip, None, x_input, guidance), randn)

@@ -30,6 +30,17 @@ def get_model(ctx: StageContext) -> tuple["SyncDreamer", "LoadedWeights"]:
     return _LOADED[key]
 
 
+def input_image(ctx: StageContext) -> "torch.Tensor":
+    """The segment stage's 256x256 input, composited on white in float as the official code does: 1,3,H,W in [-1, 1]."""
+    import torch
+    from PIL import Image
+
+    from img2mesh.segment.recentre import composite_on_white
+
+    on_white = composite_on_white(Image.open(ctx.stage_dir("segment") / "input_rgba.png"))
+    return torch.from_numpy(on_white * 2.0 - 1.0).permute(2, 0, 1)[None].to(ctx.device)
+
+
 def autocast_dtype(precision: str, device: str) -> "torch.dtype | None":
     """The autocast dtype for the denoising loop; None means plain float32."""
     import torch
@@ -70,16 +81,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from img2mesh.generate import cameras
     from img2mesh.generate.model import Guidance
     from img2mesh.generate.sampler import SamplerSettings, decode_views, sample_latents, seeded_randn
-    from img2mesh.segment.recentre import composite_on_white
-    from PIL import Image
 
     cfg = ctx.config.generate
     elevation_deg = float(json.loads((ctx.stage_dir("elevation") / "elevation.json").read_text())["elevation_deg"])
-    on_white = composite_on_white(Image.open(ctx.stage_dir("segment") / "input_rgba.png"))
     model, weights = get_model(ctx)
     device = torch.device(ctx.device)
-    image = torch.from_numpy(on_white * 2.0 - 1.0).permute(2, 0, 1)[None].to(device)
-    image = image.expand(cfg.num_samples, -1, -1, -1).contiguous()
+    image = input_image(ctx).expand(cfg.num_samples, -1, -1, -1).contiguous()
     elevation = torch.full((cfg.num_samples,), math.radians(elevation_deg), device=device)
     scales = (cfg.cfg_scale,) if cfg.guidance == "cfg" else tuple(cfg.harmony_scales)
     settings = SamplerSettings(Guidance(cfg.guidance, scales), cfg.steps, cfg.eta, cfg.batch_views, cfg.input_latent)

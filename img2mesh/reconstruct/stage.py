@@ -45,11 +45,14 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
     checkpoint = ctx.out_dir / CHECKPOINT
     if not ctx.resumed:
         checkpoint.unlink(missing_ok=True)
+    shown = [0]  # steps the bar has shown; a resumed run's first step jumps it to the checkpoint
+
+    def advance(step: int, loss: float) -> None:
+        task.advance(step + 1 - shown[0], loss=loss)
+        shown[0] = step + 1
+
     with ctx.progress("NeuS training", total=cfg.steps) as task:
-        if checkpoint.is_file():
-            task.advance(torch.load(checkpoint, weights_only=True)["step"])
-        stats = train(field, views, settings, render, torch.device(ctx.device), checkpoint,
-                      on_step=lambda step, loss: task.advance(loss=loss))
+        stats = train(field, views, settings, render, torch.device(ctx.device), checkpoint, on_step=advance)
     checkpoint.unlink(missing_ok=True)  # a finished field needs no resume point
     save_file({k: v.detach().cpu().contiguous() for k, v in field.state_dict().items()},
               str(ctx.out_dir / "field.safetensors"))
