@@ -3,7 +3,8 @@
 Reconstructs each object from its 16 ground-truth views (``../shared/gso/NAME/000.png`` ...) with the
 reconstruct + mesh stages and scores the exported mesh with the papers' metric (Chamfer distance,
 64³ volume IoU; ``img2mesh/mesh/evaluate.py``). ``--hull`` also scores a visual hull carved from
-the 16 ground-truth masks, whose reference values are mean CD 0.0110 / IoU 0.650.
+the 16 ground-truth masks, whose reference values are mean CD 0.0110 / IoU 0.650. PSNR is the
+textured GLB's albedo re-rendered at the 16 cameras against the ground-truth views (on white).
 
     python benchmarks/reconstruct_gso.py --preset smoke                 # CPU: a few minutes per object
     python benchmarks/reconstruct_gso.py --preset default --field mlp hashgrid --device cuda
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from img2mesh.mesh.evaluate import GSO_ANGLES_DEG, evaluate, load_mesh, normalise_ground_truth
+from img2mesh.mesh.evaluate import GSO_ANGLES_DEG, evaluate, load_mesh, normalise_ground_truth, render_psnr
 from img2mesh.mesh.export import to_world_frame
 from img2mesh.pipeline.config import load_config
 from img2mesh.pipeline.reporting import Reporter
@@ -33,22 +34,13 @@ GSO = Path(os.environ.get("IMG2MESH_GSO_DIR", Path(__file__).resolve().parents[2
 
 def visual_hull(folder: Path, resolution: int = 128, bound: float = 0.6) -> "trimesh.Trimesh":
     """Carve a 3-D grid with the 16 silhouettes at the SyncDreamer cameras; marching cubes of the result."""
-    from img2mesh.generate import cameras
     from img2mesh.mesh.extract import marching_cubes
     from img2mesh.reconstruct.views import load_views
+    from img2mesh.utils.hull import carve
 
     views = load_views(folder)
-    line = np.linspace(-bound, bound, resolution)
-    points = np.stack(np.meshgrid(line, line, line, indexing="ij"), -1).reshape(-1, 3)
-    inside = np.ones(len(points), bool)
-    for mask, K, pose in zip(views.masks, views.Ks, views.poses):
-        cam = points @ pose[:, :3].T + pose[:, 3]
-        uv = cam @ K.T
-        x, y = (uv[:, 0] / uv[:, 2]).astype(int), (uv[:, 1] / uv[:, 2]).astype(int)
-        ok = (x >= 0) & (y >= 0) & (x < mask.shape[1]) & (y < mask.shape[0])
-        inside &= ok & mask[y.clip(0, mask.shape[0] - 1), x.clip(0, mask.shape[1] - 1)]
-    sdf = np.where(inside, -1.0, 1.0).reshape((resolution,) * 3).astype(np.float32)
-    return marching_cubes(sdf, bound)
+    inside = carve(views.masks, views.Ks, views.poses, resolution, bound)
+    return marching_cubes(np.where(inside, -1.0, 1.0).astype(np.float32), bound)
 
 
 def main() -> None:
@@ -63,12 +55,13 @@ def main() -> None:
     args = parser.parse_args()
 
     results = []
-    print(f"{'object':12s} {'method':22s} {'CD':>8s} {'IoU':>7s} {'seconds':>8s}")
+    print(f"{'object':12s} {'method':22s} {'CD':>8s} {'IoU':>7s} {'PSNR':>8s} {'seconds':>8s}")
     for field in (["hull"] if args.hull else []) + args.field:
         for name in args.objects:
             folder = GSO / name
             gt = normalise_ground_truth(load_mesh(folder / "model.obj"), GSO_ANGLES_DEG[name])
             start = time.perf_counter()
+            psnr = float("nan")
             if field == "hull":
                 mesh, method = visual_hull(folder), "visual hull (16 masks)"
             else:
@@ -80,15 +73,19 @@ def main() -> None:
                     if not result.ok:
                         raise SystemExit(f"{name}: {result.error}")
                     mesh = to_world_frame(load_mesh(Path(out) / "mesh.glb"))
+                    if mesh.visual.kind == "texture":  # the textured GLB against the 16 GT views
+                        psnr = render_psnr(mesh, folder)
                 method = f"{args.preset} / {field}"
             seconds = time.perf_counter() - start
             scores = evaluate(mesh, gt)
             results.append({"object": name, "method": method, "chamfer": scores.chamfer, "iou": scores.iou,
-                            "seconds": seconds})
-            print(f"{name:12s} {method:22s} {scores.chamfer:8.4f} {scores.iou:7.3f} {seconds:8.1f}", flush=True)
+                            "psnr": psnr, "seconds": seconds})
+            print(f"{name:12s} {method:22s} {scores.chamfer:8.4f} {scores.iou:7.3f} {psnr:8.2f} {seconds:8.1f}",
+                  flush=True)
         rows = [r for r in results if r["method"] == method]
         print(f"{'mean':12s} {method:22s} {np.mean([r['chamfer'] for r in rows]):8.4f} "
-              f"{np.mean([r['iou'] for r in rows]):7.3f} {np.mean([r['seconds'] for r in rows]):8.1f}", flush=True)
+              f"{np.mean([r['iou'] for r in rows]):7.3f} {np.mean([r['psnr'] for r in rows]):8.2f} "
+              f"{np.mean([r['seconds'] for r in rows]):8.1f}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -34,6 +34,10 @@ FromOpt = Annotated[Optional[str], typer.Option("--from", help="Re-run from this
 UntilOpt = Annotated[Optional[str], typer.Option("--until", help="Stop after this stage.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run every stage, even up-to-date ones.")]
 FormatOpt = Annotated[Optional[str], typer.Option("--format", help="Mesh formats, comma-separated: glb,ply,obj.")]
+TextureOpt = Annotated[Optional[bool], typer.Option("--texture/--no-texture",
+                                                    help="Bake a UV texture into GLB/OBJ (mesh.texture; default on).")]
+TargetFacesOpt = Annotated[Optional[int], typer.Option("--target-faces", min=4,
+                                                       help="Decimate to about N faces (mesh.target_faces).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings, errors and the summary.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug messages and tracebacks.")]
 
@@ -91,6 +95,10 @@ def run(
     elevation: Optional[float] = typer.Option(None, help="Input camera elevation in degrees; skips estimation."),
     num_samples: Optional[int] = typer.Option(None, "--num-samples", help="Sample sets to generate."),
     formats: FormatOpt = None,
+    texture: TextureOpt = None,
+    target_faces: TargetFacesOpt = None,
+    select: Optional[str] = typer.Option(None, "--select",
+                                         help="Sample set to reconstruct: auto (best score), K, or all."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Path to syncdreamer-pretrain.ckpt."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint",
                                           help="Allow unpickling a checkpoint that safe loading refuses."),
@@ -104,7 +112,9 @@ def run(
     from img2mesh.pipeline.reporting import Reporter
 
     values = _flag_values(seed=seed, device=device, formats=formats, elevation=elevation,
-                          num_samples=num_samples, weights=weights)
+                          num_samples=num_samples, weights=weights, texture=texture, target_faces=target_faces)
+    if select is not None:
+        values["reconstruct.select"] = int(select) if select.strip().isdigit() else select.strip().lower()
     if no_segment:
         values["segment.use_alpha"] = "always"
     if trust_checkpoint:
@@ -122,11 +132,13 @@ def run(
 
 def _flag_values(seed: Optional[int] = None, device: Optional[str] = None, formats: Optional[str] = None,
                  elevation: Optional[float] = None, num_samples: Optional[int] = None,
-                 weights: Optional[Path] = None) -> dict[str, Any]:
+                 weights: Optional[Path] = None, texture: Optional[bool] = None,
+                 target_faces: Optional[int] = None) -> dict[str, Any]:
     """Dotted config keys set by dedicated flags (they win over --set)."""
     values: dict[str, Any] = {}
     for key, value in (("run.seed", seed), ("run.device", device), ("elevation.value", elevation),
-                       ("generate.num_samples", num_samples),
+                       ("generate.num_samples", num_samples), ("mesh.texture", texture),
+                       ("mesh.target_faces", target_faces),
                        ("generate.checkpoint", str(weights) if weights else None)):
         if value is not None:
             values[key] = value
@@ -164,6 +176,8 @@ def reconstruct(
     until_stage: UntilOpt = None,
     force: ForceOpt = False,
     formats: FormatOpt = None,
+    texture: TextureOpt = None,
+    target_faces: TargetFacesOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -172,7 +186,8 @@ def reconstruct(
     from img2mesh.pipeline.reporting import Reporter
 
     request = RunRequest(inputs=[views], out=out, preset=preset, config_file=config, overrides=list(set_),
-                         values=_flag_values(seed=seed, device=device, formats=formats),
+                         values=_flag_values(seed=seed, device=device, formats=formats, texture=texture,
+                                             target_faces=target_faces),
                          from_stage=from_stage, until_stage=until_stage, force=force)
     reporter = Reporter(quiet=quiet, verbose=verbose)
     try:
@@ -189,13 +204,16 @@ def evaluate(
     gt: Path = typer.Option(..., "--gt", help="Ground-truth mesh, e.g. ../shared/gso/NAME/model.obj."),
     object_name: str = typer.Option(..., "--object", help="GSO object name (sets the ground-truth rotation)."),
     frame: str = typer.Option("export", "--frame", help="export (img2mesh's glTF frame) or world."),
+    views: Optional[Path] = typer.Option(None, "--views",
+                                         help="Views folder (e.g. the GT views): also report colour PSNR there."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Chamfer distance and volume IoU against a Google Scanned Objects model (the papers' metric)."""
     from img2mesh.mesh.evaluate import evaluate_files
 
-    scores = _guard(verbose, lambda: evaluate_files(prediction, gt, object_name, frame))
-    typer.echo(f"chamfer {scores.chamfer:.5f}  iou {scores.iou:.4f}")
+    scores = _guard(verbose, lambda: evaluate_files(prediction, gt, object_name, frame, views))
+    psnr = f"  psnr {scores.psnr:.2f}" if scores.psnr is not None else ""
+    typer.echo(f"chamfer {scores.chamfer:.5f}  iou {scores.iou:.4f}{psnr}")
 
 
 @app.command()

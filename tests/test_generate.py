@@ -186,6 +186,11 @@ def test_generate_stage_writes_views_grids_and_cameras(tmp_path):
     info = json.loads((tmp_path / "a" / "img2mesh.json").read_text())["stages"]["generate"]["info"]
     assert info["guidance"] == "cfg" and info["scales"] == [1.0] and info["steps"] == 2
     assert info["seed"] == 0 and info["num_samples"] == 2 and info["weights"]["source"] == "random"
+    scores = json.loads((folder / "scores.json").read_text())
+    assert [s["sample"] for s in scores["samples"]] == [0, 1] and info["best_sample"] == scores["best_sample"]
+    assert all(0.0 <= s[key] <= 1.0 for s in scores["samples"] for key in ("score", "consistency", "input_agreement"))
+    assert len(scores["samples"][0]["per_view"]) == 16 and len(info["scores"]) == 2
+    assert Image.open(folder / "samples.png").size == (640, 2 * (160 + 18))
 
 
 def test_same_seed_same_pngs_other_seed_other_pngs(tmp_path):

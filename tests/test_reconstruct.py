@@ -269,6 +269,8 @@ def test_reconstruct_command_end_to_end(tmp_path):
     assert info["reconstruct"]["info"]["mask_source"] == "alpha" and info["mesh"]["info"]["faces"] > 0
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "skipped" in again.stdout
+    glb_only = CliRunner().invoke(app, args[:-1] + ["glb"])  # a format no longer asked for is removed
+    assert glb_only.exit_code == 0 and (out / "mesh.glb").is_file() and not (out / "mesh.ply").exists()
 
 
 def test_mesh_stage_decimates_to_the_face_budget(tmp_path):

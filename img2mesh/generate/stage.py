@@ -80,6 +80,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     from img2mesh.generate import cameras
     from img2mesh.generate.model import Guidance
+    from img2mesh.generate.scoring import best
     from img2mesh.generate.sampler import SamplerSettings, decode_views, sample_latents, seeded_randn
 
     cfg = ctx.config.generate
@@ -104,6 +105,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         atomic_save_image(folder / "strip.png", grid(sample, len(sample)))
     record = cameras.cameras_record(model.poses.cpu().numpy(), model.Ks[0].cpu().numpy(), elevation_deg)
     atomic_write_json(ctx.out_dir / "cameras.json", record)
+    scores = score_sets(ctx, views, record)
     return {
         "model": cfg.model,
         "weights": weights.record(),
@@ -116,14 +118,40 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "input_latent": cfg.input_latent,
         "precision": str(autocast_dtype(cfg.precision, ctx.device) or "float32"),
         "input_elevation_deg": elevation_deg,
+        "scores": [{k: v for k, v in s.to_dict().items() if k != "per_view"} for s in scores],
+        "best_sample": best(scores),
     }
+
+
+def score_sets(ctx: StageContext, views: np.ndarray, record: dict) -> list["SampleScore"]:
+    """Score every sample set (``scores.json``) and, for several sets, draw ``samples.png``."""
+    from PIL import Image
+
+    from img2mesh.generate.cameras import look_at_pose
+    from img2mesh.generate.scoring import best, contact_sheet, score_samples
+    from img2mesh.segment.recentre import composite_on_white
+
+    rgba = Image.open(ctx.stage_dir("segment") / "input_rgba.png")
+    input_pose = look_at_pose(0.0, math.radians(record["input_elevation_deg"]))
+    poses = np.asarray(record["poses"])
+    Ks = np.repeat(np.asarray(record["K"])[None], len(poses), 0)
+    scores = score_samples(views, Ks, poses, composite_on_white(rgba), np.asarray(rgba)[..., 3] > 127, input_pose)
+    atomic_write_json(ctx.out_dir / "scores.json", {"best_sample": best(scores),
+                                                    "samples": [s.to_dict() for s in scores]})
+    if len(scores) > 1:
+        atomic_save_image(ctx.out_dir / "samples.png", contact_sheet(views, scores))
+    for s in scores:
+        ctx.log.info("generate: sample %d score %.3f (consistency %.3f, input agreement %.3f)",
+                     s.sample, s.score, s.consistency, s.input_agreement)
+    return scores
 
 
 STAGE = Stage(
     name="generate",
     description="16 synchronized 256x256 views at the SyncDreamer cameras",
     reads=("segment", "elevation"),
-    outputs=("sample_0/00.png", "sample_0/15.png", "sample_0/grid.png", "cameras.json"),
+    outputs=("sample_0/00.png", "sample_0/15.png", "sample_0/grid.png", "cameras.json", "scores.json"),
     config_keys=("generate", "run.seed"),
+    version=2,  # 2: scores.json / samples.png
     run=run,
 )

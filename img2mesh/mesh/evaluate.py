@@ -10,7 +10,8 @@ mean nearest-neighbour distances. Volume IoU: inside/outside of each mesh on a 6
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Optional
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ IOU_RESOLUTION = 64
 class Scores:
     chamfer: float
     iou: float
+    psnr: Optional[float] = None  # with views: colours re-rendered at their cameras (``render_psnr``)
 
 
 def normalise_ground_truth(mesh: "trimesh.Trimesh", angle_deg: float) -> "trimesh.Trimesh":
@@ -140,8 +142,28 @@ def load_mesh(path: "Path") -> "trimesh.Trimesh":
     return mesh
 
 
-def evaluate_files(prediction: "Path", ground_truth: "Path", object_name: str, frame: str = "export") -> Scores:
-    """``img2mesh eval``: undo the export frame (unless ``frame == 'world'``), normalise the GT, score."""
+def render_psnr(mesh: "trimesh.Trimesh", views_dir: "Path") -> float:
+    """Mean PSNR (dB) of the mesh's bare albedo (texture or vertex colours, no shading) rendered at
+    the views' cameras against the views, both on white: how well the colours were recovered."""
+    from img2mesh.mesh.preview import render
+    from img2mesh.reconstruct.views import load_views
+
+    views = load_views(views_dir)
+    width, height = views.size
+    if width != height:
+        raise ValueError("render_psnr needs square views")
+    values = []
+    for image, K, pose in zip(views.images, views.Ks, views.poses):
+        rendered = render(mesh, K, pose, width, shading=False).astype(np.float64) / 255.0
+        mse = float(((rendered - image) ** 2).mean())
+        values.append(10 * math.log10(1.0 / max(mse, 1e-10)))
+    return float(np.mean(values))
+
+
+def evaluate_files(prediction: "Path", ground_truth: "Path", object_name: str, frame: str = "export",
+                   views: Optional["Path"] = None) -> Scores:
+    """``img2mesh eval``: undo the export frame (unless ``frame == 'world'``), normalise the GT, score;
+    with ``views`` (e.g. ``../shared/gso/NAME``) also the colour PSNR at their cameras."""
     from img2mesh.errors import UsageError
     from img2mesh.mesh.export import to_world_frame
 
@@ -153,4 +175,5 @@ def evaluate_files(prediction: "Path", ground_truth: "Path", object_name: str, f
     if frame == "export":
         pred = to_world_frame(pred)
     gt = normalise_ground_truth(load_mesh(ground_truth), GSO_ANGLES_DEG[object_name])
-    return evaluate(pred, gt)
+    scores = evaluate(pred, gt)
+    return scores if views is None else replace(scores, psnr=render_psnr(pred, views))

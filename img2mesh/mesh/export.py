@@ -8,10 +8,11 @@ the object upright and facing the viewer. ``img2mesh eval`` undoes it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
-from img2mesh.utils.files import atomic_write_bytes
+from img2mesh.utils.files import atomic_write_bytes, atomic_write_text
 
 # Rows map world (x, y, z) to export (X, Y, Z) = (y, z, x).
 WORLD_TO_EXPORT = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
@@ -34,13 +35,38 @@ def to_world_frame(mesh: "trimesh.Trimesh") -> "trimesh.Trimesh":
     return out
 
 
-def export_mesh(mesh: "trimesh.Trimesh", folder: Path, formats: list[str]) -> list[Path]:
-    """Write ``mesh.<fmt>`` for each requested format (in the export frame), atomically."""
-    exported = to_export_frame(mesh)
+def export_mesh(mesh: "trimesh.Trimesh", folder: Path, formats: list[str],
+                textured: Optional["trimesh.Trimesh"] = None) -> list[Path]:
+    """Write ``mesh.<fmt>`` for each requested format (in the export frame), atomically.
+
+    With ``textured`` (a UV-mapped copy), GLB and OBJ carry its texture (OBJ as ``mesh.mtl`` +
+    ``mesh_albedo.png``); PLY always carries ``mesh``'s vertex colours.
+    """
     written = []
     for fmt in formats:
+        source = textured if textured is not None and fmt != "ply" else mesh
+        exported = to_export_frame(source)
         path = Path(folder) / f"mesh.{fmt}"
+        if fmt == "obj" and textured is not None:
+            written += _write_textured_obj(exported, path)
+            continue
         data = exported.export(file_type=fmt)
         atomic_write_bytes(path, data if isinstance(data, bytes) else data.encode("utf-8"))
         written.append(path)
     return written
+
+
+def _write_textured_obj(mesh: "trimesh.Trimesh", path: Path) -> list[Path]:
+    """``mesh.obj``, ``mesh.mtl`` and the texture image; the material's colours are white so that
+    viewers which multiply Kd by the texture show the texture as baked."""
+    from trimesh.exchange.obj import export_obj
+
+    mtl = path.with_suffix(".mtl")
+    text, files = export_obj(mesh, include_normals=False, include_color=False, return_texture=True,
+                             mtl_name=mtl.name)
+    images = [name for name in files if name.endswith(".png")]
+    material = Path(images[0]).stem
+    atomic_write_text(mtl, f"newmtl {material}\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\nmap_Kd {images[0]}\n")
+    atomic_write_bytes(path.with_name(images[0]), files[images[0]])
+    atomic_write_text(path, text)
+    return [path, mtl, path.with_name(images[0])]

@@ -29,6 +29,14 @@ def marching_cubes(values: np.ndarray, bound: float) -> "trimesh.Trimesh":
 
     if values.min() >= 0 or values.max() <= 0:
         raise ValueError("the field has no surface inside the extraction bounds")
+    # A surface that reaches the box (a floater, a background blob) would end in an open rim;
+    # outside-valued borders cap it, so every component is closed (watertight exports).
+    values = values.copy()
+    for axis in range(3):
+        for end in (0, -1):
+            border = [slice(None)] * 3
+            border[axis] = end
+            values[tuple(border)] = np.maximum(values[tuple(border)], 1e-6)
     vertices, faces = mcubes.marching_cubes(values, 0.0)
     vertices = vertices / (values.shape[0] - 1) * 2 * bound - bound
     mesh = trimesh.Trimesh(vertices, faces, process=True)
@@ -49,14 +57,19 @@ def keep_main_component(mesh: "trimesh.Trimesh", min_fraction: float = 0.0) -> "
     return trimesh.util.concatenate(kept) if len(kept) > 1 else kept[0]
 
 
-def vertex_colors(field: NeuSField, vertices: np.ndarray, device: torch.device, chunk: int = 65536) -> np.ndarray:
-    """RGBA uint8 per vertex: the colour field at the vertex, looking along the inward normal."""
+def surface_colors(field: NeuSField, points: np.ndarray, device: torch.device, chunk: int = 65536) -> np.ndarray:
+    """RGB (N,3 float in [0, 1]) of the colour field at surface points, looking along the inward normal."""
     colors = []
-    for part in torch.from_numpy(np.asarray(vertices, dtype=np.float32)).split(chunk):
+    for part in torch.from_numpy(np.asarray(points, dtype=np.float32)).split(chunk):
         x = part.to(device)
         _, features, grad = field.sdf_and_gradient(x, create_graph=False)
         normal = F.normalize(grad, dim=-1)
         with torch.no_grad():
-            colors.append(field.color(x, normal, -normal, features.detach()).cpu())
-    rgb = (torch.cat(colors).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+            colors.append(field.color(x, normal, -normal, features.detach()).float().cpu())
+    return torch.cat(colors).numpy() if colors else np.zeros((0, 3), np.float32)
+
+
+def vertex_colors(field: NeuSField, vertices: np.ndarray, device: torch.device) -> np.ndarray:
+    """RGBA uint8 per vertex (``surface_colors`` at the vertices)."""
+    rgb = (surface_colors(field, vertices, device) * 255).round().clip(0, 255).astype(np.uint8)
     return np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], 1)

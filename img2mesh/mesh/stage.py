@@ -1,53 +1,86 @@
-"""The mesh stage: marching cubes of the trained field, clean-up, vertex colours, export, previews."""
+"""The mesh stage: marching cubes of the trained field, clean-up, decimation, texture, export, previews."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from img2mesh.pipeline.stage import Stage, StageContext
 
+FRAME = "glTF: +Y up, input view along +Z; (X,Y,Z) = world (y,z,x)"
 
-def run(ctx: StageContext) -> dict[str, Any]:
+
+def make_mesh(ctx: StageContext, field_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Mesh the field saved in ``field_dir`` into ``out_dir``; facts for the manifest."""
     import torch
 
+    from img2mesh.errors import StageError
     from img2mesh.mesh.export import export_mesh
-    from img2mesh.mesh.extract import keep_main_component, marching_cubes, sdf_grid, vertex_colors
+    from img2mesh.mesh.extract import keep_main_component, marching_cubes, sdf_grid, surface_colors, vertex_colors
     from img2mesh.mesh.preview import write_previews
     from img2mesh.reconstruct.stage import load_field
 
     cfg = ctx.config.mesh
     device = torch.device(ctx.device)
-    field = load_field(ctx.stage_dir("reconstruct"), ctx.device)
+    field = load_field(field_dir, ctx.device)
+    out_dir.mkdir(parents=True, exist_ok=True)
     with ctx.progress("marching cubes", total=1) as task:
         values = sdf_grid(field, cfg.resolution, cfg.bound, device)
         task.advance()
     try:
         mesh = marching_cubes(values, cfg.bound)
     except ValueError as exc:
-        from img2mesh.errors import StageError
-
         raise StageError(f"mesh: {exc} (the reconstruction failed; try more reconstruct.steps)") from None
     raw_faces = len(mesh.faces)
     mesh = keep_main_component(mesh)
+    watertight_before = bool(mesh.is_watertight)
     if cfg.target_faces and len(mesh.faces) > cfg.target_faces:
         mesh = mesh.simplify_quadric_decimation(face_count=cfg.target_faces)
     mesh.visual.vertex_colors = vertex_colors(field, mesh.vertices, device)
-    written = export_mesh(mesh, ctx.out_dir, cfg.formats)
+    info: dict[str, Any] = {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
+                            "faces_before_cleanup": raw_faces, "watertight": bool(mesh.is_watertight),
+                            "watertight_before_decimation": watertight_before}
+    textured = None
+    if cfg.texture and {"glb", "obj"} & set(cfg.formats):
+        from img2mesh.mesh.texture import texture_mesh
+
+        with ctx.progress(f"texture {cfg.texture_size}²", total=1) as task:
+            textured, facts = texture_mesh(mesh, cfg.texture_size,
+                                           lambda points: surface_colors(field, points, device), device)
+            task.advance()
+        info.update(facts)
+    written = export_mesh(mesh, out_dir, cfg.formats, textured)
     if cfg.preview:
         with ctx.progress("previews", total=1) as task:
-            written += write_previews(mesh, ctx.out_dir)
+            written += write_previews(textured if textured is not None else mesh, out_dir)
             task.advance()
-    return {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
-            "faces_before_cleanup": raw_faces, "watertight": bool(mesh.is_watertight),
-            "files": [p.name for p in written], "frame": "glTF: +Y up, input view along +Z; (X,Y,Z) = world (y,z,x)"}
+    return {**info, "files": [p.name for p in written], "frame": FRAME}
 
 
+def run(ctx: StageContext) -> dict[str, Any]:
+    from img2mesh.reconstruct.stage import sample_folders
+
+    reconstructed = ctx.stage_dir("reconstruct")
+    folders = sample_folders(reconstructed)
+    if folders == [reconstructed]:
+        return make_mesh(ctx, reconstructed, ctx.out_dir)
+    per_sample = {}
+    for folder in folders:
+        ctx.log.info("mesh: %s", folder.name)
+        per_sample[folder.name] = make_mesh(ctx, folder, ctx.out_dir / folder.name)
+    return {"per_sample": per_sample, "frame": FRAME}
+
+
+_FILES = ("mesh.glb", "mesh.ply", "mesh.obj", "mesh.mtl", "mesh_albedo.png", "preview.png", "turntable.mp4",
+          "turntable.gif")
 STAGE = Stage(
     name="mesh",
-    description="marching cubes, largest component, vertex colours, export and previews",
+    description="marching cubes, largest component, decimation, UV texture, export and previews",
     reads=("reconstruct",),
-    outputs=("mesh.*",),
+    outputs=("**/mesh.*",),
     config_keys=("mesh",),
-    publish=("mesh.glb", "mesh.ply", "mesh.obj", "preview.png", "turntable.mp4", "turntable.gif"),
+    # --select all: OUT/mesh/sample_K/mesh.glb is published as OUT/sample_K/mesh.glb
+    publish=_FILES + tuple(f"sample_*/{name}" for name in _FILES),
+    version=2,  # 2: textures, sample folders
     run=run,
 )

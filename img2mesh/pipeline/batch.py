@@ -34,6 +34,10 @@ def resolve(request: RunRequest, stages: Sequence[Stage]) -> tuple[Config, list,
     """Validate everything that can be validated before a single file is written."""
     config = load_config(request.preset, request.config_file, request.overrides, request.values)
     stage_range(stages, request.from_stage, request.until_stage)
+    select = config.reconstruct.select
+    if isinstance(select, int) and select >= config.generate.num_samples:
+        raise UsageError(f"--select {select}: there are only {config.generate.num_samples} sample set(s) "
+                         f"(0..{config.generate.num_samples - 1}); raise --num-samples or pick another")
     checkpoint = config.generate.checkpoint
     if checkpoint is not None and not Path(checkpoint).expanduser().is_file():
         raise UsageError(f"weights file {checkpoint} does not exist")

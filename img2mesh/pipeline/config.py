@@ -70,6 +70,9 @@ class ReconstructConfig:
     steps: int
     rays_per_step: int
     samples_per_ray: int
+    sampler: Literal["auto", "dense", "occupancy"]
+    grid_resolution: int
+    march_steps: int
     learning_rate: float
     warmup_steps: int
     image_size: int
@@ -81,6 +84,7 @@ class ReconstructConfig:
     eikonal_weight: float
     curvature_weight: float
     checkpoint_every: int
+    select: Union[Literal["auto", "all"], int]
 
 
 @dataclass
@@ -89,6 +93,8 @@ class MeshConfig:
     bound: float
     formats: list[Literal["glb", "ply", "obj"]]
     target_faces: Optional[int]
+    texture: bool
+    texture_size: int
     preview: bool
 
 
@@ -133,10 +139,13 @@ def _check_extra(key: str, value: Any) -> None:
                 "reconstruct.samples_per_ray", "reconstruct.checkpoint_every",
                 "mesh.resolution", "segment.max_pixels", "segment.seg_size", "reconstruct.hidden",
                 "reconstruct.layers", "reconstruct.warmup_steps", "reconstruct.hash_levels",
-                "reconstruct.hash_log2_size",
+                "reconstruct.hash_log2_size", "mesh.texture_size", "mesh.target_faces",
+                "reconstruct.grid_resolution", "reconstruct.march_steps",
                 "segment.matting_size")
-    if key in positive and value < 1:
+    if key in positive and value is not None and value < 1:
         raise UsageError(f"config key {key}: must be at least 1, got {value}")
+    if key == "reconstruct.select" and isinstance(value, int) and value < 0:
+        raise UsageError(f"config key reconstruct.select: a sample index must be 0 or more, got {value}")
     if key == "segment.crop_size" and not (value == -1 or 1 <= value <= 256):
         raise UsageError(f"config key segment.crop_size: must be -1 or 1..256, got {value}")
     if key == "mesh.formats" and not value:
@@ -162,8 +171,14 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(key, value, inner[0]) if value is not None else _raise(bad)
+        if value is None:
+            raise bad
+        for inner in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(key, value, inner)
+            except UsageError:
+                continue
+        raise bad
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise bad

@@ -203,7 +203,9 @@ class Runner:
         partial.mkdir(parents=True, exist_ok=True)
         marker.write_text(fp)
         started = now_iso()
-        manifest.set_stage(name, status="running", fingerprint=fp, started=started)
+        # Remember what the previous result published, so files it no longer makes are removed.
+        published_before = manifest.stage(name).get("published", [])
+        manifest.set_stage(name, status="running", fingerprint=fp, started=started, published=published_before)
         log.info("%s: running%s", name, " (resuming an interrupted attempt)" if resumed else "")
         ctx = StageContext(
             stage=name, input_path=image, run_dir=run_dir, out_dir=partial, config=self.config,
@@ -232,7 +234,8 @@ class Runner:
                    for p in sorted(partial.rglob("*")) if p.is_file()}
         self._swap_in(partial, run_dir / name)
         manifest.set_stage(name, status="done", fingerprint=fp, started=started, ended=now_iso(),
-                           seconds=round(seconds, 3), outputs=outputs, info={**ctx.info, **info})
+                           seconds=round(seconds, 3), outputs=outputs, info={**ctx.info, **info},
+                           published=published_before)
         published = self._publish(stage, run_dir, manifest)
         log.info("%s: done in %.1f s", name, seconds)
         return StageOutcome(name, "done", seconds, outputs=published)
@@ -255,20 +258,24 @@ class Runner:
 
     @staticmethod
     def _publish(stage: Stage, run_dir: Path, manifest: Manifest) -> list[str]:
-        """Copy the stage's final artifacts to the top of the run folder."""
+        """Copy the stage's final artifacts to the run folder, keeping their sub-folders."""
         stage_dir = run_dir / stage.name
         published = []
         for pattern in stage.publish:
             for path in sorted(stage_dir.glob(pattern)):
-                target = run_dir / path.name
+                name = path.relative_to(stage_dir).as_posix()
+                target = run_dir / name
                 if not target.exists() or target.stat().st_size != path.stat().st_size or \
                         sha256_file(target) != sha256_file(path):
+                    target.parent.mkdir(parents=True, exist_ok=True)
                     atomic_copy(path, target)
-                published.append(path.name)
+                published.append(name)
         before = manifest.stage(stage.name).get("published", [])
         for name in before:
             if name not in published:
-                (run_dir / name).unlink(missing_ok=True)  # e.g. a format no longer requested
+                stale = run_dir / name
+                stale.unlink(missing_ok=True)  # e.g. a format no longer requested
+                if stale.parent != run_dir and stale.parent.is_dir() and not any(stale.parent.iterdir()):
+                    stale.parent.rmdir()
         manifest.update_stage(stage.name, published=published)
         return published
-

@@ -1,8 +1,13 @@
-"""NeuS volume rendering of a signed-distance field along rays (dense coarse-to-fine sampling).
+"""NeuS volume rendering of a signed-distance field along rays.
 
-Opacity is NeuS's unbiased SDF→alpha with cosine annealing; the background is white. Sampling:
-uniform samples between the ray's entry and exit of the bounding sphere, then importance samples
-placed by NeuS's up-sampling with a fixed, doubling sharpness. This path runs on any device.
+Opacity is NeuS's unbiased SDF→alpha with cosine annealing; the background is white. Two ways of
+placing samples share the shading (``shade``):
+
+* dense (``render_rays``, any device): uniform samples between the ray's entry and exit of the
+  bounding sphere, then importance samples placed by NeuS's up-sampling with a fixed, doubling
+  sharpness. Every ray gets the same number of samples.
+* packed (``render_packed``): samples from an occupancy-grid march (``reconstruct.occupancy``),
+  a different number per ray, stored flat with the index of their ray (nerfacc's layout).
 """
 
 from __future__ import annotations
@@ -69,6 +74,22 @@ def _up_sample(origins, dirs, z, sdf, count: int, inv_s: float, radius: float) -
     return sample_pdf(z, alpha * transmittance, count).detach()
 
 
+def shade(field: NeuSField, points: torch.Tensor, view: torch.Tensor, dists: torch.Tensor,
+          cos_anneal_ratio: float, training: bool) -> dict[str, torch.Tensor]:
+    """Per sample (flat, N): NeuS opacity alpha over ``dists``, colour, normal and the SDF gradient."""
+    sdf, features, grad = field.sdf_and_gradient(points, create_graph=training)
+    normals = F.normalize(grad, dim=-1)
+    rgb = field.color(points, normals, view, features)
+    inv_s = field.inv_s()
+    true_cos = (view * grad).sum(-1)
+    iter_cos = -(F.relu(-true_cos * 0.5 + 0.5) * (1.0 - cos_anneal_ratio) + F.relu(-true_cos) * cos_anneal_ratio)
+    half = iter_cos * dists * 0.5
+    prev_cdf = torch.sigmoid((sdf - half) * inv_s)
+    next_cdf = torch.sigmoid((sdf + half) * inv_s)
+    alpha = ((prev_cdf - next_cdf + 1e-5) / (prev_cdf + 1e-5)).clamp(0.0, 1.0)
+    return {"alpha": alpha, "rgb": rgb, "normals": normals, "grad": grad}
+
+
 def render_rays(field: NeuSField, origins: torch.Tensor, dirs: torch.Tensor, settings: RenderSettings,
                 cos_anneal_ratio: float = 1.0, perturb: bool = False, training: bool = False) -> dict[str, torch.Tensor]:
     """Colour (R,3), opacity (R,), normals (R,3) and the gradient norms for the eikonal loss."""
@@ -91,25 +112,59 @@ def render_rays(field: NeuSField, origins: torch.Tensor, dirs: torch.Tensor, set
     mid = z + dists * 0.5
     points = origins[:, None] + dirs[:, None] * mid[..., None]
     S = points.shape[1]
-    flat = points.reshape(-1, 3)
-    sdf, features, grad = field.sdf_and_gradient(flat, create_graph=training)
     view = dirs[:, None].expand(-1, S, -1).reshape(-1, 3)
-    normals = F.normalize(grad, dim=-1)
-    rgb = field.color(flat, normals, view, features).reshape(R, S, 3)
-    inv_s = field.inv_s()
-    true_cos = (view * grad).sum(-1)
-    iter_cos = -(F.relu(-true_cos * 0.5 + 0.5) * (1.0 - cos_anneal_ratio) + F.relu(-true_cos) * cos_anneal_ratio)
-    half = (iter_cos * dists.reshape(-1) * 0.5)
-    prev_cdf = torch.sigmoid((sdf - half) * inv_s)
-    next_cdf = torch.sigmoid((sdf + half) * inv_s)
-    alpha = ((prev_cdf - next_cdf + 1e-5) / (prev_cdf + 1e-5)).reshape(R, S).clamp(0.0, 1.0)
+    shaded = shade(field, points.reshape(-1, 3), view, dists.reshape(-1), cos_anneal_ratio, training)
     inside = (points.norm(dim=-1) < settings.radius).float()
-    alpha = alpha * inside
+    alpha = shaded["alpha"].reshape(R, S) * inside
     transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha + 1e-7], -1), -1)[:, :-1]
     weights = alpha * transmittance
     opacity = weights.sum(-1)
+    rgb = shaded["rgb"].reshape(R, S, 3)
     color = (weights[..., None] * rgb).sum(1) + (1.0 - opacity)[:, None] * settings.background
-    normal = (weights[..., None] * normals.reshape(R, S, 3)).sum(1)
-    grad_norm = grad.norm(dim=-1).reshape(R, S)
+    normal = (weights[..., None] * shaded["normals"].reshape(R, S, 3)).sum(1)
+    grad_norm = shaded["grad"].norm(dim=-1).reshape(R, S)
     return {"color": color, "opacity": opacity, "normal": normal, "grad_norm": grad_norm, "inside": inside,
             "points": points, "weights": weights}
+
+
+def packed_weights(alpha: torch.Tensor, ray_indices: torch.Tensor, n_rays: int) -> torch.Tensor:
+    """alpha · transmittance for packed samples sorted by ray (a per-ray exclusive product).
+
+    The product is a cumulative sum of log(1 - alpha) minus its value where each ray starts,
+    in float64 so that long packed arrays do not drift.
+    """
+    log_t = torch.log1p(-alpha.double().clamp(max=1 - 1e-7))
+    inclusive = torch.cumsum(log_t, 0)
+    exclusive = inclusive - log_t
+    counts = torch.bincount(ray_indices, minlength=n_rays)
+    starts = torch.cumsum(counts, 0) - counts
+    offset = exclusive[starts.clamp(max=max(len(alpha) - 1, 0))] if len(alpha) else exclusive
+    transmittance = torch.exp(exclusive - offset[ray_indices])
+    return alpha * transmittance.to(alpha.dtype)
+
+
+def render_packed(field: NeuSField, origins: torch.Tensor, dirs: torch.Tensor, ray_indices: torch.Tensor,
+                  t_starts: torch.Tensor, t_ends: torch.Tensor, settings: RenderSettings,
+                  cos_anneal_ratio: float = 1.0, training: bool = False,
+                  weights_fn=None) -> dict[str, torch.Tensor]:
+    """``render_rays``'s outputs from packed samples (flat N; ``ray_indices`` sorted).
+
+    ``weights_fn(alpha, ray_indices, n_rays)`` computes alpha · transmittance; the default is the
+    pure-PyTorch ``packed_weights``, nerfacc's CUDA kernel is passed in on GPUs.
+    """
+    R = origins.shape[0]
+    mid = (t_starts + t_ends) * 0.5
+    view = dirs[ray_indices]
+    points = origins[ray_indices] + view * mid[:, None]
+    shaded = shade(field, points, view, t_ends - t_starts, cos_anneal_ratio, training)
+    weights = (weights_fn or packed_weights)(shaded["alpha"], ray_indices, R)
+
+    def accumulate(values: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(R, values.shape[-1], device=values.device, dtype=values.dtype).index_add_(
+            0, ray_indices, weights[:, None] * values)
+
+    opacity = torch.zeros(R, device=origins.device, dtype=weights.dtype).index_add_(0, ray_indices, weights)
+    color = accumulate(shaded["rgb"]) + (1.0 - opacity)[:, None] * settings.background
+    return {"color": color, "opacity": opacity, "normal": accumulate(shaded["normals"]),
+            "grad_norm": shaded["grad"].norm(dim=-1), "inside": torch.ones_like(mid), "points": points,
+            "weights": weights}

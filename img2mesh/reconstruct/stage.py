@@ -20,12 +20,14 @@ def field_config(ctx: StageContext) -> "FieldConfig":
                        hash_levels=cfg.hash_levels, hash_log2_size=cfg.hash_log2_size)
 
 
-def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]) -> dict[str, Any]:
-    """Train a field on the views of ``views_dir`` and save it in the stage folder."""
+def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path],
+                folder: Optional[Path] = None) -> dict[str, Any]:
+    """Train a field on the views of ``views_dir`` and save it in ``folder`` (default: the stage folder)."""
     import torch
     from safetensors.torch import save_file
 
     from img2mesh.reconstruct.fields import NeuSField
+    from img2mesh.reconstruct.occupancy import BOUND, make_grid
     from img2mesh.reconstruct.renderer import RenderSettings
     from img2mesh.reconstruct.trainer import TrainSettings, train
     from img2mesh.reconstruct.views import load_views
@@ -34,15 +36,21 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
     views = load_views(views_dir, cfg.image_size, cameras_file)
     config = field_config(ctx)
     field = NeuSField(config)
-    ctx.log.info("reconstruct: %s field (%s), %d steps x %d rays x %d samples", cfg.field, field.backend,
-                 cfg.steps, cfg.rays_per_step, cfg.samples_per_ray)
+    device = torch.device(ctx.device)
+    grid = make_grid(cfg.sampler, device, BOUND, cfg.grid_resolution, cfg.march_steps)
+    sampling = (f"{cfg.samples_per_ray} dense samples" if grid is None else
+                f"occupancy grid {cfg.grid_resolution}³ ({grid.backend}), {cfg.march_steps} steps across")
+    ctx.log.info("reconstruct: %s field (%s), %d steps x %d rays, %s", cfg.field, field.backend,
+                 cfg.steps, cfg.rays_per_step, sampling)
     settings = TrainSettings(
         steps=cfg.steps, rays_per_step=cfg.rays_per_step, learning_rate=cfg.learning_rate,
         warmup_steps=min(cfg.warmup_steps, cfg.steps // 4), mask_weight=cfg.mask_weight,
         eikonal_weight=cfg.eikonal_weight, curvature_weight=cfg.curvature_weight if cfg.field == "hashgrid" else 0.0,
         checkpoint_every=cfg.checkpoint_every, seed=ctx.config.run.seed)
     render = RenderSettings(coarse_samples=cfg.samples_per_ray // 2, fine_samples=cfg.samples_per_ray // 2)
-    checkpoint = ctx.out_dir / CHECKPOINT
+    folder = folder or ctx.out_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint = folder / CHECKPOINT
     if not ctx.resumed:
         checkpoint.unlink(missing_ok=True)
     shown = [0]  # steps the bar has shown; a resumed run's first step jumps it to the checkpoint
@@ -52,11 +60,11 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
         shown[0] = step + 1
 
     with ctx.progress("NeuS training", total=cfg.steps) as task:
-        stats = train(field, views, settings, render, torch.device(ctx.device), checkpoint, on_step=advance)
+        stats = train(field, views, settings, render, device, checkpoint, on_step=advance, grid=grid)
     checkpoint.unlink(missing_ok=True)  # a finished field needs no resume point
     save_file({k: v.detach().cpu().contiguous() for k, v in field.state_dict().items()},
-              str(ctx.out_dir / "field.safetensors"))
-    atomic_write_json(ctx.out_dir / "field.json", {"config": config.to_dict(), "backend": field.backend})
+              str(folder / "field.safetensors"))
+    atomic_write_json(folder / "field.json", {"config": config.to_dict(), "backend": field.backend})
     return {**stats, "field": cfg.field, "backend": field.backend, "mask_source": views.mask_source,
             "views": int(views.images.shape[0]), "view_size": list(views.size)}
 
@@ -73,9 +81,45 @@ def load_field(folder: Path, device: str) -> "NeuSField":
     return field.to(device).eval()
 
 
+def selected_samples(select: Any, scores: dict) -> list[int]:
+    """The sample sets ``reconstruct.select`` asks for, given the generate stage's ``scores.json``."""
+    from img2mesh.errors import StageError
+
+    count = len(scores["samples"])
+    if select == "auto":
+        return [int(scores["best_sample"])]
+    if select == "all":
+        return list(range(count))
+    if not 0 <= select < count:
+        raise StageError(f"--select {select}: the generate stage made {count} sample set(s) (0..{count - 1})")
+    return [int(select)]
+
+
+def sample_folders(folder: Path) -> list[Path]:
+    """``folder`` itself when it holds one result, else its ``sample_K`` sub-folders (``--select all``)."""
+    if (folder / "field.json").is_file():
+        return [folder]
+    return sorted(folder.glob("sample_*/"), key=lambda p: int(p.name.split("_")[1]))
+
+
 def run_on_generated(ctx: StageContext) -> dict[str, Any]:
     generated = ctx.stage_dir("generate")
-    return reconstruct(ctx, generated / "sample_0", generated / "cameras.json")
+    scores = json.loads((generated / "scores.json").read_text())
+    select = ctx.config.reconstruct.select
+    chosen = selected_samples(select, scores)
+    if select != "all":
+        ctx.log.info("reconstruct: sample %d (--select %s)", chosen[0], select)
+        info = reconstruct(ctx, generated / f"sample_{chosen[0]}", generated / "cameras.json")
+        return {**info, "sample": chosen[0], "select": select}
+    per_sample = {}
+    for k in chosen:
+        folder = ctx.out_dir / f"sample_{k}"
+        if ctx.resumed and (folder / "field.json").is_file():
+            ctx.log.info("reconstruct: sample %d already trained by the interrupted attempt", k)
+            continue
+        ctx.log.info("reconstruct: sample %d of %d", k + 1, len(chosen))
+        per_sample[str(k)] = reconstruct(ctx, generated / f"sample_{k}", generated / "cameras.json", folder)
+    return {"select": "all", "samples": chosen, "per_sample": per_sample}
 
 
 def run_on_folder(ctx: StageContext) -> dict[str, Any]:
@@ -90,6 +134,6 @@ def check_views_folder(path: Path, config: "Config") -> None:
 
 
 _COMMON = dict(name="reconstruct", description="fit a NeuS signed-distance field to the views",
-               outputs=("field.safetensors", "field.json"), config_keys=("reconstruct", "run.seed"))
+               outputs=("**/field.safetensors", "**/field.json"), config_keys=("reconstruct", "run.seed"))
 STAGE = Stage(reads=("generate",), run=run_on_generated, **_COMMON)
 FOLDER_STAGE = Stage(reads=(), run=run_on_folder, check_input=check_views_folder, **_COMMON)

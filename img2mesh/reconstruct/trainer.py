@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from img2mesh.reconstruct.fields import NeuSField
-from img2mesh.reconstruct.renderer import RenderSettings, render_rays
+from img2mesh.reconstruct.renderer import RenderSettings, render_packed, render_rays
 from img2mesh.reconstruct.views import Views, pixel_rays
 
 log = logging.getLogger("img2mesh")
@@ -34,6 +34,7 @@ class TrainSettings:
     curvature_weight: float = 0.0
     checkpoint_every: int = 500
     seed: int = 0
+    grid_update_every: int = 16  # occupancy-grid sampling only
 
 
 class RayBank:
@@ -91,16 +92,33 @@ def curvature_loss(field: NeuSField, points: torch.Tensor, weights: torch.Tensor
 
 
 def save_checkpoint(path: Path, field: NeuSField, optimizer: torch.optim.Optimizer, step: int,
-                    generator: torch.Generator) -> None:
+                    generator: torch.Generator, grid: Optional[torch.nn.Module] = None) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save({"field": field.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                "rng": generator.get_state(), "torch_rng": torch.get_rng_state()}, tmp)
+                "rng": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "grid": grid.state_dict() if grid is not None else None}, tmp)
     os.replace(tmp, path)
 
 
+def render_batch(field: NeuSField, origins: torch.Tensor, dirs: torch.Tensor, render: RenderSettings,
+                 grid: Optional[torch.nn.Module], cos_anneal_ratio: float, training: bool) -> dict:
+    """Dense coarse-to-fine rendering, or packed samples from the occupancy grid when there is one."""
+    if grid is None:
+        return render_rays(field, origins, dirs, render, cos_anneal_ratio=cos_anneal_ratio, perturb=training,
+                           training=training)
+    ray_indices, t_starts, t_ends = grid.sample(origins, dirs, perturb=training)
+    return render_packed(field, origins, dirs, ray_indices, t_starts, t_ends, render, cos_anneal_ratio, training,
+                         weights_fn=getattr(grid, "weights", None))
+
+
 def train(field: NeuSField, views: Views, settings: TrainSettings, render: RenderSettings, device: torch.device,
-          checkpoint: Optional[Path] = None, on_step: Optional[Callable[[int, float], None]] = None) -> dict:
-    """Fit ``field`` to ``views``; resumes from ``checkpoint`` when it exists. Returns loss history."""
+          checkpoint: Optional[Path] = None, on_step: Optional[Callable[[int, float], None]] = None,
+          grid: Optional[torch.nn.Module] = None) -> dict:
+    """Fit ``field`` to ``views``; resumes from ``checkpoint`` when it exists. Returns loss history.
+
+    With ``grid`` (``reconstruct.occupancy``), rays are sampled by occupancy-grid marching and the
+    grid is refreshed from the field every ``grid_update_every`` steps; otherwise dense sampling.
+    """
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     bank = RayBank(views, device)
@@ -113,6 +131,8 @@ def train(field: NeuSField, views: Views, settings: TrainSettings, render: Rende
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["rng"])
         torch.set_rng_state(state["torch_rng"])  # the samplers' jitter: a resume continues the same run
+        if grid is not None and state.get("grid") is not None:
+            grid.load_state_dict(state["grid"])
         start = state["step"]
         log.info("reconstruct: resuming training from the checkpoint at step %d", start)
     history = []
@@ -122,8 +142,9 @@ def train(field: NeuSField, views: Views, settings: TrainSettings, render: Rende
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         origins, dirs, colors, masks = bank.sample(settings.rays_per_step, generator)
-        out = render_rays(field, origins, dirs, render, cos_anneal_ratio=min(1.0, step / anneal_steps),
-                          perturb=True, training=True)
+        if grid is not None and step % settings.grid_update_every == 0:
+            grid.update(field)
+        out = render_batch(field, origins, dirs, render, grid, min(1.0, step / anneal_steps), training=True)
         color_loss = F.l1_loss(out["color"], colors)
         mask_loss = F.binary_cross_entropy(out["opacity"].clamp(1e-3, 1 - 1e-3), masks)
         inside = out["inside"]
@@ -140,7 +161,8 @@ def train(field: NeuSField, views: Views, settings: TrainSettings, render: Rende
             on_step(step, value)
         done = step + 1
         if checkpoint is not None and done % settings.checkpoint_every == 0 and done < settings.steps:
-            save_checkpoint(checkpoint, field, optimizer, done, generator)
+            save_checkpoint(checkpoint, field, optimizer, done, generator, grid)
     field.eval()
     return {"loss_first": history[0] if history else None, "loss_last": history[-1] if history else None,
-            "steps": settings.steps, "resumed_from": start, "inv_s": field.inv_s().item()}
+            "steps": settings.steps, "resumed_from": start, "inv_s": field.inv_s().item(),
+            "sampler": "dense" if grid is None else f"occupancy grid ({grid.backend})"}

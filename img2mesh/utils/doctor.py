@@ -84,6 +84,12 @@ def accelerator_rows() -> list[Row]:
     ]
     backend = "tinycudann" if tcnn[:1].isdigit() and "fails" not in tcnn else "pure PyTorch"
     rows.append(("hash-grid encoding", backend))
+    try:
+        from img2mesh.reconstruct.occupancy import sampler_summary
+
+        rows.append(("NeuS sampling", sampler_summary()))
+    except Exception as exc:  # torch missing or broken: reported above
+        rows.append(("NeuS sampling", f"unknown ({type(exc).__name__})"))
     return rows
 
 
