@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 
 import numpy as np
 import pytest
@@ -116,17 +114,16 @@ def test_the_rasteriser_gives_the_same_texture_on_cpu_and_cuda():
     assert np.abs(on_cpu.astype(int) - on_gpu.astype(int)).max() <= 1
 
 
-def _segfault(*args):
-    os.kill(os.getpid(), signal.SIGSEGV)
-
-
 def test_a_crash_inside_xatlas_is_a_clear_error(monkeypatch):
     """xatlas segfaults on some large meshes; it runs in a child process so the run survives."""
+    import sys
+
     import img2mesh.mesh.unwrap as unwrap_module
 
-    monkeypatch.setattr(unwrap_module, "_parametrize", _segfault)
+    crash = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"]
+    monkeypatch.setattr(unwrap_module, "worker_command", lambda source, target: crash)
     sphere = trimesh.creation.icosphere(subdivisions=1)
-    with pytest.raises(StageError, match="xatlas crashed unwrapping 80 faces; lower --target-faces"):
+    with pytest.raises(StageError, match=r"xatlas crashed \(SIGSEGV\) unwrapping 80 faces; lower --target-faces"):
         unwrap(sphere.vertices, sphere.faces, 64)
 
 
