@@ -273,8 +273,9 @@ def test_reconstruct_command_end_to_end(tmp_path):
     assert glb_only.exit_code == 0 and (out / "mesh.glb").is_file() and not (out / "mesh.ply").exists()
 
 
-def test_mesh_stage_decimates_to_the_face_budget(tmp_path):
-    """The mesh stage on an analytic field: marching cubes, colours, decimation, export."""
+def mesh_untrained_field(tmp_path: Path, overrides: list[str]) -> tuple[Path, dict]:
+    """Run the real mesh stage on an untrained field (a rough sphere: enough surface to decimate);
+    the run folder and the mesh stage's manifest facts."""
     from img2mesh.mesh.stage import STAGE as MESH
     from img2mesh.pipeline.config import load_config
     from img2mesh.pipeline.reporting import Reporter
@@ -282,10 +283,9 @@ def test_mesh_stage_decimates_to_the_face_budget(tmp_path):
     from img2mesh.pipeline.stage import Stage
     from img2mesh.utils.files import atomic_write_json
 
-    def fake_reconstruct(ctx):  # an untrained field is a rough sphere: enough surface to decimate
+    def fake_reconstruct(ctx):
         from safetensors.torch import save_file
 
-        torch.manual_seed(0)
         field = small_field()
         save_file({k: v.contiguous() for k, v in field.state_dict().items()}, str(ctx.out_dir / "field.safetensors"))
         atomic_write_json(ctx.out_dir / "field.json", {"config": field.config.to_dict(), "backend": field.backend})
@@ -293,11 +293,15 @@ def test_mesh_stage_decimates_to_the_face_budget(tmp_path):
     stages = [Stage("reconstruct", "", (), ("field.json",), (), run=fake_reconstruct), MESH]
     image = tmp_path / "in.png"
     Image.new("RGB", (8, 8)).save(image)
-    config = load_config(overrides=["mesh.resolution=64", "mesh.target_faces=1000", "mesh.preview=false",
-                                    "mesh.formats=[ply]"])
-    result = Runner(stages, config, Reporter(quiet=True), "cpu").run(image, tmp_path / "out")
+    result = Runner(stages, load_config(overrides=overrides), Reporter(quiet=True), "cpu").run(image, tmp_path / "out")
     assert result.ok, result.error
-    info = json.loads((tmp_path / "out" / "img2mesh.json").read_text())["stages"]["mesh"]["info"]
+    return tmp_path / "out", json.loads((tmp_path / "out" / "img2mesh.json").read_text())["stages"]["mesh"]["info"]
+
+
+def test_mesh_stage_decimates_to_the_face_budget(tmp_path):
+    """The mesh stage on an analytic field: marching cubes, colours, decimation, export."""
+    _, info = mesh_untrained_field(tmp_path, ["mesh.resolution=64", "mesh.target_faces=1000", "mesh.preview=false",
+                                              "mesh.formats=[ply]"])
     assert info["faces_before_cleanup"] > 2000 and abs(info["faces"] - 1000) <= 50
     mesh = trimesh.load(tmp_path / "out" / "mesh.ply")
     assert len(mesh.faces) == info["faces"] and mesh.visual.vertex_colors.shape[0] == len(mesh.vertices)

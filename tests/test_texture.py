@@ -130,31 +130,10 @@ def test_a_crash_inside_xatlas_is_a_clear_error(monkeypatch):
 def test_mesh_stage_textures_decimates_and_keeps_watertight(tmp_path):
     """The mesh stage on an untrained field (a rough sphere): decimation to the budget, watertight
     kept, a texture of the configured size in the GLB, previews rendered from the texture."""
-    from test_reconstruct import small_field
+    from test_reconstruct import mesh_untrained_field
 
-    from img2mesh.mesh.stage import STAGE as MESH
-    from img2mesh.pipeline.config import load_config
-    from img2mesh.pipeline.reporting import Reporter
-    from img2mesh.pipeline.runner import Runner
-    from img2mesh.pipeline.stage import Stage
-    from img2mesh.utils.files import atomic_write_json
-
-    def fake_reconstruct(ctx):
-        from safetensors.torch import save_file
-
-        field = small_field()
-        save_file({k: v.contiguous() for k, v in field.state_dict().items()}, str(ctx.out_dir / "field.safetensors"))
-        atomic_write_json(ctx.out_dir / "field.json", {"config": field.config.to_dict(), "backend": field.backend})
-
-    stages = [Stage("reconstruct", "", (), ("field.json",), (), run=fake_reconstruct), MESH]
-    image = tmp_path / "in.png"
-    Image.new("RGB", (8, 8)).save(image)
-    config = load_config(overrides=["mesh.resolution=64", "mesh.target_faces=1500", "mesh.texture_size=128",
-                                    "mesh.formats=[glb,obj]"])
-    result = Runner(stages, config, Reporter(quiet=True), "cpu").run(image, tmp_path / "out")
-    assert result.ok, result.error
-    out = tmp_path / "out"
-    info = json.loads((out / "img2mesh.json").read_text())["stages"]["mesh"]["info"]
+    out, info = mesh_untrained_field(tmp_path, ["mesh.resolution=64", "mesh.target_faces=1500",
+                                                "mesh.texture_size=128", "mesh.formats=[glb,obj]"])
     assert abs(info["faces"] - 1500) <= 75 and info["watertight_before_decimation"] and info["watertight"]
     assert info["texture_size"] == 128 and {"mesh.glb", "mesh.obj", "mesh.mtl", "mesh_albedo.png"} <= set(info["files"])
     glb = trimesh.load(out / "mesh.glb", force="mesh")
