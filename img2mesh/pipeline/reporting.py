@@ -138,7 +138,7 @@ def stages_table(stages: list["Stage"]) -> Any:
         table.add_column(column)
     for s in stages:
         table.add_row(s.name, s.description, ", ".join(s.reads) or "the input image",
-                      ", ".join(s.outputs), ", ".join(s.config_keys))
+                      ", ".join(o.removeprefix("**/") for o in s.outputs), ", ".join(s.config_keys))
     return table
 
 
