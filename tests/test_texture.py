@@ -158,3 +158,15 @@ def test_render_psnr_is_high_for_the_true_colours_and_low_for_grey(tmp_path):
     grey.visual.vertex_colors = np.tile([128, 128, 128, 255], (len(box.vertices), 1))
     true, flat = render_psnr(coloured, folder), render_psnr(grey, folder)
     assert true > 40 and flat < 25 and true > flat + 15, (true, flat)
+
+
+def test_render_psnr_refuses_non_square_views_in_one_line(tmp_path):
+    from img2mesh.errors import UsageError
+    from img2mesh.mesh.evaluate import render_psnr
+
+    folder = tmp_path / "views"
+    folder.mkdir()
+    for i in range(16):
+        Image.new("RGBA", (48, 32), (200, 0, 0, 255)).save(folder / f"{i}.png")
+    with pytest.raises(UsageError, match="needs square views, got 48x32"):
+        render_psnr(trimesh.creation.box(), folder)

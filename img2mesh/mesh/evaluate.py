@@ -145,13 +145,14 @@ def load_mesh(path: "Path") -> "trimesh.Trimesh":
 def render_psnr(mesh: "trimesh.Trimesh", views_dir: "Path") -> float:
     """Mean PSNR (dB) of the mesh's bare albedo (texture or vertex colours, no shading) rendered at
     the views' cameras against the views, both on white: how well the colours were recovered."""
+    from img2mesh.errors import UsageError
     from img2mesh.mesh.preview import render
     from img2mesh.reconstruct.views import load_views
 
     views = load_views(views_dir)
     width, height = views.size
     if width != height:
-        raise ValueError("render_psnr needs square views")
+        raise UsageError(f"--views {views_dir}: the colour check needs square views, got {width}x{height}")
     values = []
     for image, K, pose in zip(views.images, views.Ks, views.poses):
         rendered = render(mesh, K, pose, width, shading=False).astype(np.float64) / 255.0

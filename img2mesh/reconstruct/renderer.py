@@ -13,6 +13,7 @@ placing samples share the shading (``shade``):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -146,7 +147,8 @@ def packed_weights(alpha: torch.Tensor, ray_indices: torch.Tensor, n_rays: int) 
 def render_packed(field: NeuSField, origins: torch.Tensor, dirs: torch.Tensor, ray_indices: torch.Tensor,
                   t_starts: torch.Tensor, t_ends: torch.Tensor, settings: RenderSettings,
                   cos_anneal_ratio: float = 1.0, training: bool = False,
-                  weights_fn=None) -> dict[str, torch.Tensor]:
+                  weights_fn: Optional[Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = None,
+                  ) -> dict[str, torch.Tensor]:
     """``render_rays``'s outputs from packed samples (flat N; ``ray_indices`` sorted).
 
     ``weights_fn(alpha, ray_indices, n_rays)`` computes alpha · transmittance; the default is the
