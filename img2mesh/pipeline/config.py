@@ -171,8 +171,6 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        if value is None:
-            raise bad
         for inner in (a for a in args if a is not type(None)):
             try:
                 return _coerce(key, value, inner)
@@ -205,10 +203,6 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             raise bad
         return value
     raise TypeError(f"unsupported config type {tp!r} for {key}")  # a schema bug, not user input
-
-
-def _raise(err: Exception) -> Any:
-    raise err
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
