@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 EXAMPLE ?= assets/chicken.png
 OUT ?= out/chicken
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench gpu-check wheelhouse clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,5 +28,17 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/startup.py
 
+# On a machine with a CUDA GPU: the gpu tests, timed generation, GSO reconstructions and one
+# end-to-end run, ending with one markdown table (logs in gpu-check/, or $$OUT).
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py
+
+# Every wheel img2mesh needs (torch excluded) into wheelhouse/, for offline machines:
+# make wheelhouse WHEEL_PYTHON=3.12 WHEEL_PLATFORM=manylinux_2_28_x86_64
+WHEEL_PYTHON ?= $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+WHEEL_PLATFORM ?=
+wheelhouse: $(STAMP)
+	$(PY) tools/wheelhouse.py --out wheelhouse --python-version $(WHEEL_PYTHON) $(if $(WHEEL_PLATFORM),--platform $(WHEEL_PLATFORM))
+
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) out gpu-check wheelhouse

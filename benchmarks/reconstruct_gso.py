@@ -43,6 +43,33 @@ def visual_hull(folder: Path, resolution: int = 128, bound: float = 0.6) -> "tri
     return marching_cubes(np.where(inside, -1.0, 1.0).astype(np.float32), bound)
 
 
+def reconstruct_object(name: str, preset: str, field: str, device: str, overrides: list[str]) -> dict:
+    """Reconstruct + mesh one shared object from its 16 ground-truth views; CD, IoU, PSNR, seconds."""
+    folder = GSO / name
+    gt = normalise_ground_truth(load_mesh(folder / "model.obj"), GSO_ANGLES_DEG[name])
+    start = time.perf_counter()
+    psnr = float("nan")
+    if field == "hull":
+        mesh, method = visual_hull(folder), "visual hull (16 masks)"
+    else:
+        config = load_config(preset, overrides=[f"reconstruct.field={field}", "mesh.formats=[glb]",
+                                                "mesh.preview=false", *overrides])
+        runner = Runner(reconstruct_stages(), config, Reporter(quiet=True), resolve_device(device))
+        with tempfile.TemporaryDirectory() as out:
+            result = runner.run(folder, Path(out))
+            runner.close()
+            if not result.ok:
+                raise SystemExit(f"{name}: {result.error}")
+            mesh = to_world_frame(load_mesh(Path(out) / "mesh.glb"))
+            if mesh.visual.kind == "texture":  # the textured GLB against the 16 GT views
+                psnr = render_psnr(mesh, folder)
+        method = f"{preset} / {field}"
+    seconds = time.perf_counter() - start
+    scores = evaluate(mesh, gt)
+    return {"object": name, "method": method, "chamfer": scores.chamfer, "iou": scores.iou, "psnr": psnr,
+            "seconds": seconds}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="smoke")
@@ -58,32 +85,12 @@ def main() -> None:
     print(f"{'object':12s} {'method':22s} {'CD':>8s} {'IoU':>7s} {'PSNR':>8s} {'seconds':>8s}")
     for field in (["hull"] if args.hull else []) + args.field:
         for name in args.objects:
-            folder = GSO / name
-            gt = normalise_ground_truth(load_mesh(folder / "model.obj"), GSO_ANGLES_DEG[name])
-            start = time.perf_counter()
-            psnr = float("nan")
-            if field == "hull":
-                mesh, method = visual_hull(folder), "visual hull (16 masks)"
-            else:
-                config = load_config(args.preset, overrides=[f"reconstruct.field={field}", "mesh.formats=[glb]",
-                                                             "mesh.preview=false", *args.overrides])
-                runner = Runner(reconstruct_stages(), config, Reporter(quiet=True), resolve_device(args.device))
-                with tempfile.TemporaryDirectory() as out:
-                    result = runner.run(folder, Path(out))
-                    if not result.ok:
-                        raise SystemExit(f"{name}: {result.error}")
-                    mesh = to_world_frame(load_mesh(Path(out) / "mesh.glb"))
-                    if mesh.visual.kind == "texture":  # the textured GLB against the 16 GT views
-                        psnr = render_psnr(mesh, folder)
-                method = f"{args.preset} / {field}"
-            seconds = time.perf_counter() - start
-            scores = evaluate(mesh, gt)
-            results.append({"object": name, "method": method, "chamfer": scores.chamfer, "iou": scores.iou,
-                            "psnr": psnr, "seconds": seconds})
-            print(f"{name:12s} {method:22s} {scores.chamfer:8.4f} {scores.iou:7.3f} {psnr:8.2f} {seconds:8.1f}",
-                  flush=True)
-        rows = [r for r in results if r["method"] == method]
-        print(f"{'mean':12s} {method:22s} {np.mean([r['chamfer'] for r in rows]):8.4f} "
+            r = reconstruct_object(name, args.preset, field, args.device, args.overrides)
+            results.append(r)
+            print(f"{name:12s} {r['method']:22s} {r['chamfer']:8.4f} {r['iou']:7.3f} {r['psnr']:8.2f} "
+                  f"{r['seconds']:8.1f}", flush=True)
+        rows = [r for r in results if r["method"] == results[-1]["method"]]
+        print(f"{'mean':12s} {rows[0]['method']:22s} {np.mean([r['chamfer'] for r in rows]):8.4f} "
               f"{np.mean([r['iou'] for r in rows]):7.3f} {np.mean([r['psnr'] for r in rows]):8.2f} "
               f"{np.mean([r['seconds'] for r in rows]):8.1f}", flush=True)
     if args.json:

@@ -15,6 +15,18 @@ from img2mesh.pipeline.stage import Stage, StageContext
 from img2mesh.utils.files import atomic_write_text
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``gpu`` skip, saying why, where no CUDA device is visible."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    why = "no CUDA device (the gpu tests run in `make gpu-check` on a GPU machine)"
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=why))
+
+
 def write_rgba(path: Path, size: tuple[int, int] = (64, 48), seed: int = 0) -> Path:
     """A small RGBA PNG with an opaque rectangle on transparent background."""
     rng = np.random.default_rng(seed)

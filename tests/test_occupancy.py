@@ -87,8 +87,10 @@ def test_packed_rendering_of_a_full_grid_matches_dense_uniform_samples():
         assert torch.allclose(out["color"][r], color, atol=1e-5) and torch.isclose(out["opacity"][r], w.sum(), atol=1e-5)
 
 
-def test_make_grid_picks_dense_on_cpu_unless_asked():
+def test_make_grid_picks_dense_unless_asked():
     assert make_grid("auto", CPU, 0.6, 16, 128) is None and make_grid("dense", CPU, 0.6, 16, 128) is None
+    # until a GPU run shows the grid matches the dense sampler, auto is dense on CUDA too
+    assert make_grid("auto", torch.device("cuda"), 0.6, 16, 128) is None
     assert isinstance(make_grid("occupancy", CPU, 0.6, 16, 128), TorchGrid)
 
 
@@ -119,6 +121,7 @@ def test_occupancy_training_recovers_the_box_and_resumes_exactly(box_views, tmp_
         assert torch.allclose(value, resumed.state_dict()[key], atol=1e-5), key
 
 
+@pytest.mark.gpu
 def test_nerfacc_matches_the_pytorch_grid_on_cuda():
     usable, why = nerfacc_status()
     if not usable:

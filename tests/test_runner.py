@@ -292,3 +292,60 @@ def test_stage_error_class_is_kept(image, tmp_path, recorder):
     recorder.fail["a"] = StageError("no object found in cat.png")
     result = make_runner(recorder.chain()).run(image, tmp_path / "out")
     assert result.error == "no object found in cat.png"
+
+
+class FakeNetwork:
+    """Stands for a model on a GPU: records where the model cache moves it."""
+
+    def __init__(self, moves: list) -> None:
+        self.moves = moves
+
+    def to(self, device: str) -> "FakeNetwork":
+        self.moves.append(device)
+        return self
+
+
+def model_stages(recorder, loads: list, moves: list, seen: dict):
+    """load -> use (both take model "net" from the cache) -> after (uses none)."""
+    from dataclasses import replace
+
+    def take(ctx):
+        ctx.models.get("net", "v1", lambda: loads.append(1) or FakeNetwork(moves), "cuda:0")
+
+    def look(ctx):
+        seen.setdefault(ctx.input_path.name, []).append(ctx.models.loaded())
+
+    stages = [recorder.stage("load", body=take), recorder.stage("use", reads=("load",), body=take),
+              recorder.stage("after", reads=("use",), body=look)]
+    return [replace(stages[0], models=("net",)), replace(stages[1], models=("net",)), stages[2]]
+
+
+def test_a_model_leaves_the_gpu_once_no_later_stage_uses_it(image, tmp_path, recorder):
+    loads, moves, seen = [], [], {}
+    runner = make_runner(model_stages(recorder, loads, moves, seen))
+    assert runner.run(image, tmp_path / "out").ok
+    assert seen[image.name] == [{}]  # one input: dropped before "after" ran
+    assert loads == [1] and moves == []
+
+
+def test_a_batch_parks_models_on_the_cpu_and_reuses_them(image, tmp_path, recorder):
+    from conftest import write_rgba
+
+    second = write_rgba(tmp_path / "inputs" / "dog.png", seed=1)
+    loads, moves, seen = [], [], {}
+    runner = make_runner(model_stages(recorder, loads, moves, seen))
+    assert runner.run(image, tmp_path / "a", more_inputs=True).ok
+    assert seen[image.name] == [{"net": "parked"}] and moves == ["cpu"]
+    assert runner.run(second, tmp_path / "b").ok  # the last input: dropped after use
+    assert seen[second.name] == [{}]
+    assert loads == [1] and moves == ["cpu", "cuda:0"]  # loaded once, moved back for the second input
+    runner.close()
+    assert runner.models.loaded() == {}
+
+
+def test_a_failing_stage_still_releases_models(image, tmp_path, recorder):
+    loads, moves, seen = [], [], {}
+    recorder.fail["use"] = StageError("boom")
+    runner = make_runner(model_stages(recorder, loads, moves, seen))
+    result = runner.run(image, tmp_path / "out", more_inputs=True)
+    assert not result.ok and runner.models.loaded() == {"net": "parked"}

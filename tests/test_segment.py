@@ -212,13 +212,16 @@ def test_carvekit_with_untrained_weights_runs_and_finds_no_object(tmp_path):
 
 
 def test_background_remover_batches_and_is_kept_loaded():
+    from img2mesh.pipeline.models import ModelCache
     from img2mesh.segment.matting import RemoverSettings, get_remover
 
     settings = RemoverSettings("cpu", "random", 64, 64)
-    remover = get_remover(settings)
+    models = ModelCache()
+    remover = get_remover(settings, models)
     outputs = remover([Image.new("RGB", (80, 50), (1, 2, 3)), Image.new("RGB", (30, 70))])
     assert [(o.mode, o.size) for o in outputs] == [("RGBA", (80, 50)), ("RGBA", (30, 70))]
-    assert get_remover(RemoverSettings("cpu", "random", 64, 64)) is remover  # same networks
+    assert get_remover(RemoverSettings("cpu", "random", 64, 64), models) is remover  # same networks
+    assert not any(p.requires_grad for network in remover._networks for p in network.parameters())
     assert not settings.fp16 and RemoverSettings("cuda:0", "random", 64, 64).fp16
 
 

@@ -104,9 +104,8 @@ def test_textured_glb_obj_and_vertex_coloured_ply_reload(baked, tmp_path):
     assert tuple(ply.visual.vertex_colors[0][:3]) == (10, 200, 30)
 
 
+@pytest.mark.gpu
 def test_the_rasteriser_gives_the_same_texture_on_cpu_and_cuda():
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device: the CPU path is the one tested everywhere else")
     sphere = trimesh.creation.icosphere(subdivisions=2, radius=0.4)
     unwrapped = unwrap(sphere.vertices, sphere.faces, 128)
     on_cpu, _ = bake(np.asarray(sphere.vertices), unwrapped, 128, position_colour, CPU)

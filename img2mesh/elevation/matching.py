@@ -7,8 +7,12 @@ with its outdoor weights, fetched by kornia's own loader (an offline failure bec
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 RATIO = 0.75
 
@@ -50,13 +54,11 @@ def sift_matches(image_a: np.ndarray, image_b: np.ndarray, mask_a: np.ndarray, m
 
 
 def loftr_matches(image_a: np.ndarray, image_b: np.ndarray, mask_a: np.ndarray, mask_b: np.ndarray,
-                  device: str = "cpu") -> Matches:
-    """kornia LoFTR (outdoor weights) matches, kept where both ends lie on the foreground."""
+                  matcher: "torch.nn.Module", device: str = "cpu") -> Matches:
+    """kornia LoFTR matches (``matcher``: ``get_weight("loftr").load(device)``), kept where both ends
+    lie on the foreground."""
     import torch
 
-    from img2mesh.utils.weights import get_weight
-
-    matcher = get_weight("loftr").load(device)
     to_tensor = lambda im: torch.from_numpy(_grey(im) / 255.0).float()[None, None].to(device)  # noqa: E731
     with torch.inference_mode():
         out = matcher({"image0": to_tensor(image_a), "image1": to_tensor(image_b)})

@@ -16,23 +16,20 @@ def novel_views(ctx: StageContext) -> list[np.ndarray]:
 
     from img2mesh.elevation.estimate import RELATIVE_POSES
     from img2mesh.generate.model import Guidance
-    from img2mesh.generate.sampler import SamplerSettings, sample_novel_view, seeded_randn, to_uint8
-    from img2mesh.generate.stage import get_model, input_image, precision_scope
+    from img2mesh.generate.runtime import input_image, syncdreamer
+    from img2mesh.generate.sampler import SamplerSettings, decode_views, sample_novel_view, seeded_randn
 
     gen = ctx.config.generate
-    model, _ = get_model(ctx)
+    loaded = syncdreamer(ctx)
     device = torch.device(ctx.device)
     image = input_image(ctx)
     settings = SamplerSettings(Guidance("cfg", (gen.cfg_scale,)), gen.steps, gen.eta, 1, gen.input_latent)
     views = []
     with ctx.progress("zero123 views", total=len(RELATIVE_POSES)) as task:
         for k, (d_elevation, d_azimuth) in enumerate(RELATIVE_POSES):
-            with precision_scope(gen.precision, ctx.device):
-                latent = sample_novel_view(model, image, d_elevation, d_azimuth, settings,
-                                           seeded_randn(ctx.config.run.seed + k, device))
-            with torch.no_grad():
-                decoded = model.decode(latent.float())[0]
-            views.append(to_uint8(decoded).cpu().numpy())
+            latent = sample_novel_view(loaded.model, image, d_elevation, d_azimuth, settings,
+                                       seeded_randn(ctx.config.run.seed + k, device), loaded.precision)
+            views.append(decode_views(loaded.model, latent[:, None])[0, 0].cpu().numpy())
             task.advance()
     return views
 
@@ -80,8 +77,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if cfg.matcher == "sift":
         matcher = sift_matches
     else:
+        from img2mesh.utils.weights import get_weight
+
+        loftr = ctx.models.get("loftr", "outdoor", lambda: get_weight("loftr").load(ctx.device), ctx.device)
+
         def matcher(a, b, ma, mb):
-            return loftr_matches(a, b, ma, mb, ctx.device)
+            return loftr_matches(a, b, ma, mb, loftr, ctx.device)
     estimate = estimate_elevation(views, masks, matcher, (cfg.search[0], cfg.search[1]), cfg.default,
                                   (cfg.min, cfg.max))
     if estimate.fallback_reason:
@@ -113,6 +114,7 @@ STAGE = Stage(
     reads=("segment",),
     outputs=("elevation.json",),
     config_keys=("elevation", "generate.model", "generate.weights", "generate.checkpoint", "generate.steps",
-                 "generate.cfg_scale", "generate.eta", "generate.input_latent", "run.seed"),
+                 "generate.cfg_scale", "generate.eta", "generate.input_latent", "generate.precision", "run.seed"),
     run=run,
+    models=("syncdreamer", "loftr"),
 )

@@ -196,7 +196,8 @@ class SyncDreamer(nn.Module):
         concat[:, :4] = concat[:, :4] / self.config.vae.scale_factor  # the UNet sees the unscaled latent
         unet_in = torch.cat([torch.cat([x_t] * n, 0), concat], 1)
         merged = None if volume is None else {k: torch.cat([v[k] for v in volumes], 0) for k in volume}
-        out = self.unet(unet_in, torch.cat([t] * n, 0), torch.cat(clips, 0), merged).chunk(n)
+        # the branches are combined in float32, whatever precision the UNet ran in
+        out = self.unet(unet_in, torch.cat([t] * n, 0), torch.cat(clips, 0), merged).float().chunk(n)
         if n == 1:
             return out[0]
         if guidance.kind == "cfg":

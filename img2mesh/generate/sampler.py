@@ -15,7 +15,9 @@ from typing import Callable, Optional
 import torch
 
 from img2mesh.generate.model import Guidance, SyncDreamer
+from img2mesh.generate.precision import Precision, float32_region
 from img2mesh.generate.scheduler import DDIMSchedule
+from img2mesh.utils.device import free_cached_memory, is_out_of_memory
 
 log = logging.getLogger("img2mesh")
 RandN = Callable[[tuple[int, ...]], torch.Tensor]
@@ -38,10 +40,6 @@ def seeded_randn(seed: int, device: torch.device) -> RandN:
     return lambda shape: torch.randn(shape, generator=generator, device=device)
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
 class ViewBatcher:
     """Runs the UNet over views in chunks, halving the chunk on CUDA out-of-memory."""
 
@@ -57,10 +55,10 @@ class ViewBatcher:
             try:
                 return self._chunks(model, x, t, x_input, clip_embed, v_embed, t_embed, volume, guidance)
             except RuntimeError as exc:
-                if not _is_oom(exc) or self.batch_views == 1:
+                if not is_out_of_memory(exc) or self.batch_views == 1:
                     raise
                 self.batch_views = max(1, self.batch_views // 2)
-                torch.cuda.empty_cache()
+                free_cached_memory()
                 log.warning("generate: CUDA out of memory; retrying with batch_views = %d", self.batch_views)
 
     def _chunks(self, model: SyncDreamer, x: torch.Tensor, t: torch.Tensor, x_input: torch.Tensor,
@@ -80,13 +78,18 @@ class ViewBatcher:
 
 
 def _denoise(schedule: DDIMSchedule, x: torch.Tensor, predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-             randn: RandN, on_step: Optional[Callable[[int], None]] = None) -> torch.Tensor:
-    """The DDIM loop from x_T: ``predict(x, t)`` gives the guided noise; one draw per step but the last."""
+             randn: RandN, precision: Precision, on_step: Optional[Callable[[int], None]] = None) -> torch.Tensor:
+    """The DDIM loop from x_T: ``predict(x, t)`` gives the guided noise; one draw per step but the last.
+
+    Only ``predict`` runs in ``precision``'s autocast region; x and the DDIM update stay float32.
+    """
     B = x.shape[0]
     for i, timestep in enumerate(reversed(schedule.timesteps)):
         index = len(schedule) - i - 1
         t = torch.full((B,), int(timestep), device=x.device, dtype=torch.long)
-        x = schedule.step(x, predict(x, t), index, None if index == 0 else randn(tuple(x.shape)))
+        with precision.autocast():
+            noise = predict(x, t)
+        x = schedule.step(x, noise.float(), index, None if index == 0 else randn(tuple(x.shape)))
         if on_step is not None:
             on_step(i)
     return x
@@ -97,32 +100,47 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 0.5 * 255).to(torch.uint8).movedim(-3, -1)
 
 
-@torch.no_grad()
-def sample_latents(model: SyncDreamer, image: torch.Tensor, elevation: torch.Tensor, settings: SamplerSettings,
-                   randn: RandN, on_step: Optional[Callable[[int], None]] = None) -> torch.Tensor:
-    """B,3,256,256 images in [-1,1] at elevations (B, radians) -> B,N,4,32,32 final latents."""
+def _encode_input(model: SyncDreamer, image: torch.Tensor, settings: SamplerSettings,
+                  randn: RandN) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scaled input latent and the CLIP embedding, float32 (outside any autocast region)."""
     c = model.config
     B = image.shape[0]
     eps = randn((B, c.vae.z_channels, c.latent_size, c.latent_size)) if settings.input_latent == "sample" else None
-    x_input = model.encode_image(image, eps)
-    clip_embed = model.encode_clip(image)
+    with float32_region(image.device):
+        return model.encode_image(image.float(), eps), model.encode_clip(image.float())
+
+
+@torch.no_grad()
+def sample_latents(model: SyncDreamer, image: torch.Tensor, elevation: torch.Tensor, settings: SamplerSettings,
+                   randn: RandN, on_step: Optional[Callable[[int], None]] = None,
+                   precision: Precision = Precision()) -> torch.Tensor:
+    """B,3,256,256 images in [-1,1] at elevations (B, radians) -> B,N,4,32,32 float32 final latents.
+
+    ``precision`` says in which dtype the denoiser runs (its weights must have been cast by
+    ``precision.prepare``); everything else is float32.
+    """
+    c = model.config
+    B = image.shape[0]
+    x_input, clip_embed = _encode_input(model, image, settings, randn)
     v_embed = model.viewpoint_embedding(elevation)
+    model.spatial_volume.camera_geometry(model.poses, model.Ks)  # float32, before the autocast region
     x = randn((B, c.view_num, c.vae.z_channels, c.latent_size, c.latent_size))
     schedule = DDIMSchedule(model.alphas_cumprod, settings.steps, settings.eta)
     batcher = ViewBatcher(settings.batch_views)
     return _denoise(schedule, x, lambda x_t, t: batcher.noise(model, x_t, t, x_input, clip_embed, v_embed,
-                                                              settings.guidance), randn, on_step)
+                                                              settings.guidance), randn, precision, on_step)
 
 
 @torch.no_grad()
 def decode_views(model: SyncDreamer, latents: torch.Tensor) -> torch.Tensor:
-    """B,N,4,h,w latents -> B,N,H,W,3 uint8 images (the official truncating conversion)."""
-    return to_uint8(torch.stack([model.decode(latents[:, n]) for n in range(latents.shape[1])], 1))
+    """B,N,4,h,w latents -> B,N,H,W,3 uint8 images (the official truncating conversion), decoded in float32."""
+    with float32_region(latents.device):
+        return to_uint8(torch.stack([model.decode(latents[:, n].float()) for n in range(latents.shape[1])], 1))
 
 
 @torch.no_grad()
 def sample_novel_view(model: SyncDreamer, image: torch.Tensor, delta_elevation_deg: float, delta_azimuth_deg: float,
-                      settings: SamplerSettings, randn: RandN) -> torch.Tensor:
+                      settings: SamplerSettings, randn: RandN, precision: Precision = Precision()) -> torch.Tensor:
     """Zero123 mode: one view at a relative pose, depth-wise attention bypassed. B,3,H,W -> B,4,h,w.
 
     The relative pose goes through ``cc_projection`` as ``[-Δelevation, sin Δazimuth, cos Δazimuth, 0]``
@@ -131,13 +149,13 @@ def sample_novel_view(model: SyncDreamer, image: torch.Tensor, delta_elevation_d
     """
     c = model.config
     B = image.shape[0]
-    eps = randn((B, c.vae.z_channels, c.latent_size, c.latent_size)) if settings.input_latent == "sample" else None
-    x_input = model.encode_image(image, eps)
+    x_input, clip_embed = _encode_input(model, image, settings, randn)
     d_a = math.radians(delta_azimuth_deg)
     pose = torch.tensor([-math.radians(delta_elevation_deg), math.sin(d_a), math.cos(d_a), 0.0],
-                        device=image.device, dtype=image.dtype).expand(B, -1)
-    clip = model.project_clip(model.encode_clip(image), pose)
+                        device=image.device, dtype=torch.float32).expand(B, -1)
+    clip = model.project_clip(clip_embed, pose)
     guidance = Guidance("cfg", (settings.guidance.scales[0],))
     x = randn((B, c.vae.z_channels, c.latent_size, c.latent_size))
     schedule = DDIMSchedule(model.alphas_cumprod, settings.steps, settings.eta)
-    return _denoise(schedule, x, lambda x_t, t: model.guided_noise(x_t, t, clip, None, x_input, guidance), randn)
+    return _denoise(schedule, x, lambda x_t, t: model.guided_noise(x_t, t, clip, None, x_input, guidance), randn,
+                    precision)

@@ -2,67 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from img2mesh.pipeline.stage import Stage, StageContext
 from img2mesh.utils.files import atomic_save_image, atomic_write_json
-
-_LOADED: dict[tuple, tuple[Any, Any]] = {}
-
-
-def get_model(ctx: StageContext) -> tuple["SyncDreamer", "LoadedWeights"]:
-    """The model for this run's settings, loaded once per process (batches share it)."""
-    from img2mesh.generate.loading import load_syncdreamer
-
-    cfg = ctx.config.generate
-    key = (cfg.model, cfg.weights, cfg.checkpoint, tuple(cfg.hub_sources), cfg.trust_checkpoint, ctx.device)
-    if key not in _LOADED:
-        _LOADED.clear()  # one model in memory at a time
-        ctx.log.info("generate: loading SyncDreamer (%s, %s weights) on %s", cfg.model, cfg.weights, ctx.device)
-        model, weights = load_syncdreamer(cfg.model, cfg.weights, cfg.checkpoint, cfg.hub_sources,
-                                          cfg.trust_checkpoint)
-        _LOADED[key] = (model.to(ctx.device), weights)
-    return _LOADED[key]
-
-
-def input_image(ctx: StageContext) -> "torch.Tensor":
-    """The segment stage's 256x256 input, composited on white in float as the official code does: 1,3,H,W in [-1, 1]."""
-    import torch
-    from PIL import Image
-
-    from img2mesh.segment.recentre import composite_on_white
-
-    on_white = composite_on_white(Image.open(ctx.stage_dir("segment") / "input_rgba.png"))
-    return torch.from_numpy(on_white * 2.0 - 1.0).permute(2, 0, 1)[None].to(ctx.device)
-
-
-def autocast_dtype(precision: str, device: str) -> "torch.dtype | None":
-    """The autocast dtype for the denoising loop; None means plain float32."""
-    import torch
-
-    if not device.startswith("cuda") or precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    return torch.float16  # auto and fp16
-
-
-@contextlib.contextmanager
-def precision_scope(precision: str, device: str) -> Iterator[None]:
-    import torch
-
-    dtype = autocast_dtype(precision, device)
-    if dtype is None:
-        yield
-    else:
-        with torch.autocast("cuda", dtype=dtype):
-            yield
-
 
 def grid(images: np.ndarray, columns: int) -> np.ndarray:
     """N,H,W,3 -> one image with ``columns`` images per row."""
@@ -80,12 +27,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     from img2mesh.generate import cameras
     from img2mesh.generate.model import Guidance
-    from img2mesh.generate.scoring import best
+    from img2mesh.generate.runtime import input_image, syncdreamer
     from img2mesh.generate.sampler import SamplerSettings, decode_views, sample_latents, seeded_randn
+    from img2mesh.generate.scoring import best
 
     cfg = ctx.config.generate
     elevation_deg = float(json.loads((ctx.stage_dir("elevation") / "elevation.json").read_text())["elevation_deg"])
-    model, weights = get_model(ctx)
+    loaded = syncdreamer(ctx)
+    model = loaded.model
     device = torch.device(ctx.device)
     image = input_image(ctx).expand(cfg.num_samples, -1, -1, -1).contiguous()
     elevation = torch.full((cfg.num_samples,), math.radians(elevation_deg), device=device)
@@ -94,9 +43,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     randn = seeded_randn(ctx.config.run.seed, device)
     ctx.log.info("generate: %d sample(s), %s guidance %s, %d DDIM steps, eta %.2f, seed %d",
                  cfg.num_samples, cfg.guidance, list(scales), cfg.steps, cfg.eta, ctx.config.run.seed)
-    with ctx.progress("denoising", total=cfg.steps) as task, precision_scope(cfg.precision, ctx.device):
-        latents = sample_latents(model, image, elevation, settings, randn, on_step=lambda i: task.advance())
-    views = decode_views(model, latents.float()).cpu().numpy()
+    with ctx.progress("denoising", total=cfg.steps) as task:
+        latents = sample_latents(model, image, elevation, settings, randn, on_step=lambda i: task.advance(),
+                                 precision=loaded.precision)
+    views = decode_views(model, latents).cpu().numpy()
     for k, sample in enumerate(views):
         folder = ctx.out_dir / f"sample_{k}"
         for n, view in enumerate(sample):
@@ -108,7 +58,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     scores = score_sets(ctx, views, record)
     return {
         "model": cfg.model,
-        "weights": weights.record(),
+        "weights": loaded.weights.record(),
         "guidance": cfg.guidance,
         "scales": list(scales),
         "steps": cfg.steps,
@@ -116,7 +66,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "seed": ctx.config.run.seed,
         "num_samples": cfg.num_samples,
         "input_latent": cfg.input_latent,
-        "precision": str(autocast_dtype(cfg.precision, ctx.device) or "float32"),
+        "precision": loaded.precision.name,
         "input_elevation_deg": elevation_deg,
         "scores": [{k: v for k, v in s.to_dict().items() if k != "per_view"} for s in scores],
         "best_sample": best(scores),
@@ -154,4 +104,5 @@ STAGE = Stage(
     config_keys=("generate", "run.seed"),
     version=2,  # 2: scores.json / samples.png
     run=run,
+    models=("syncdreamer",),
 )

@@ -7,11 +7,16 @@ integer pixel centres, ``align_corners=True`` sampling, depth clamped to 1e-4.
 
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from img2mesh.generate.config import SyncDreamerConfig
+from img2mesh.generate.precision import float32_region
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -165,42 +170,64 @@ class FrustumTV3DNet(nn.Module):
 
 
 def projection_matrices(Ks: torch.Tensor, poses: torch.Tensor, ratio: float) -> torch.Tensor:
-    """4x4 ``[diag(r, r, 1) K [R|t]; 0 0 0 1]`` per camera (K for the 256 image, r = feature/256)."""
-    scale = torch.diag(torch.tensor([ratio, ratio, 1.0], dtype=torch.float32, device=Ks.device))
-    proj = scale[None] @ Ks @ poses
-    bottom = torch.zeros(proj.shape[0], 1, 4, dtype=proj.dtype, device=proj.device)
-    bottom[:, :, 3] = 1.0
-    return torch.cat([proj, bottom], 1)
+    """4x4 float32 ``[diag(r, r, 1) K [R|t]; 0 0 0 1]`` per camera (K for the 256 image, r = feature/256).
+
+    Always float32, autocast or not: the matrix is inverted, and ``torch.inverse`` has no half-precision
+    kernel (under CUDA autocast the matmul would otherwise come out float16).
+    """
+    with float32_region(Ks.device):
+        Ks, poses = Ks.float(), poses.float()
+        scale = torch.diag(torch.tensor([ratio, ratio, 1.0], dtype=torch.float32, device=Ks.device))
+        proj = scale[None] @ Ks @ poses
+        bottom = torch.zeros(proj.shape[0], 1, 4, dtype=torch.float32, device=proj.device)
+        bottom[:, :, 3] = 1.0
+        return torch.cat([proj, bottom], 1)
 
 
 def warp_coordinates(points: torch.Tensor, feature_size: int, image_size: int, Ks: torch.Tensor,
                      poses: torch.Tensor) -> torch.Tensor:
-    """Project B,3,D,H,W world points into B feature maps; grid_sample coordinates B,D,H,W,2."""
+    """Project B,3,D,H,W world points into B feature maps; float32 grid_sample coordinates B,D,H,W,2."""
     B, _, D, H, W = points.shape
-    proj = projection_matrices(Ks, poses, feature_size / image_size)
-    cam = proj[:, :3, :3] @ points.reshape(B, 3, D * H * W) + proj[:, :3, 3:]
-    depth = cam[:, 2:].clamp(min=1e-4)
-    uv = cam[:, :2] / depth
-    uv = uv / ((feature_size - 1) / 2) - 1  # align_corners=True: pixel 0 -> -1, pixel size-1 -> 1
-    return uv.permute(0, 2, 1).reshape(B, D, H, W, 2)
+    with float32_region(points.device):
+        proj = projection_matrices(Ks, poses, feature_size / image_size)
+        cam = proj[:, :3, :3] @ points.float().reshape(B, 3, D * H * W) + proj[:, :3, 3:]
+        depth = cam[:, 2:].clamp(min=1e-4)
+        uv = cam[:, :2] / depth
+        uv = uv / ((feature_size - 1) / 2) - 1  # align_corners=True: pixel 0 -> -1, pixel size-1 -> 1
+        return uv.permute(0, 2, 1).reshape(B, D, H, W, 2)
 
 
 def frustum_points(depth: int, size: int, image_size: int, poses: torch.Tensor, Ks: torch.Tensor,
                    near: float, far: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """World points of a size x size x depth frustum grid per camera (integer pixel centres).
+    """World points of a size x size x depth frustum grid per camera (integer pixel centres), float32.
 
     Returns (B,3,D,H,W points, B,1,D,1,1 depths).
     """
     B = poses.shape[0]
-    device, dtype = poses.device, poses.dtype
-    depths = torch.linspace(0, 1, steps=depth, device=device, dtype=dtype) * (far - near) + near
-    ys, xs = torch.meshgrid(torch.arange(size, device=device, dtype=dtype),
-                            torch.arange(size, device=device, dtype=dtype), indexing="ij")
-    pixels = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones(size * size, device=device, dtype=dtype)])
-    rays = pixels[None, :, None, :] * depths[None, None, :, None]  # 1,3,D,HW
-    inverse = torch.inverse(projection_matrices(Ks, poses, size / image_size))
-    points = inverse[:, :3, :3] @ rays.expand(B, -1, -1, -1).reshape(B, 3, -1) + inverse[:, :3, 3:]
-    return points.reshape(B, 3, depth, size, size), depths.view(1, 1, depth, 1, 1).expand(B, -1, -1, -1, -1)
+    device, dtype = poses.device, torch.float32
+    with float32_region(device):
+        depths = torch.linspace(0, 1, steps=depth, device=device, dtype=dtype) * (far - near) + near
+        ys, xs = torch.meshgrid(torch.arange(size, device=device, dtype=dtype),
+                                torch.arange(size, device=device, dtype=dtype), indexing="ij")
+        pixels = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones(size * size, device=device, dtype=dtype)])
+        rays = pixels[None, :, None, :] * depths[None, None, :, None]  # 1,3,D,HW
+        inverse = torch.inverse(projection_matrices(Ks, poses, size / image_size))
+        points = inverse[:, :3, :3] @ rays.expand(B, -1, -1, -1).reshape(B, 3, -1) + inverse[:, :3, 3:]
+        return points.reshape(B, 3, depth, size, size), depths.view(1, 1, depth, 1, 1).expand(B, -1, -1, -1, -1)
+
+
+@dataclass(frozen=True)
+class CameraGeometry:
+    """Everything the volume nets need from the N cameras, float32 (computed once: the cameras are constants).
+
+    ``warp``: N,V,V*V,2 grid_sample coordinates of the volume's vertices in each view's feature map;
+    ``frustum``: N,D,h,w,3 each view's frustum grid in the volume's [-1, 1] coordinates;
+    ``depths``: 1,1,D,1,1 depths of the frustum slices.
+    """
+
+    warp: torch.Tensor
+    frustum: torch.Tensor
+    depths: torch.Tensor
 
 
 class SpatialVolumeNet(nn.Module):
@@ -216,6 +243,9 @@ class SpatialVolumeNet(nn.Module):
                                                      c.volume_dims)
         self.frustum_volume_feats = FrustumTV3DNet(c.volume_dims[0], c.time_embed_dim, c.viewpoint_dim,
                                                    c.volume_dims)
+        # (poses ref, Ks ref, their versions, CameraGeometry); not a buffer, so casting the module's
+        # weights to half precision never touches it
+        self._geometry: Optional[tuple] = None
 
     def volume_vertices(self, batch: int, device: torch.device) -> torch.Tensor:
         """B,3,V,V,V world coordinates (x, y, z) with volume axes (D=z, H=y, W=x)."""
@@ -225,19 +255,42 @@ class SpatialVolumeNet(nn.Module):
         grid = torch.stack(torch.meshgrid(line, line, line, indexing="ij"), -1)[..., (2, 1, 0)]
         return grid.permute(3, 0, 1, 2)[None].expand(batch, -1, -1, -1, -1)
 
+    def camera_geometry(self, poses: torch.Tensor, Ks: torch.Tensor) -> CameraGeometry:
+        """The float32 geometry of these cameras, cached while ``poses`` and ``Ks`` are the same tensors.
+
+        The sampler calls this before it enters the autocast region, so no geometry is ever computed
+        in reduced precision; a call with other cameras (other tensors) recomputes.
+        """
+        cached = self._geometry
+        versions = (poses._version, Ks._version)
+        if cached is not None and cached[0]() is poses and cached[1]() is Ks and cached[2] == versions:
+            return cached[3]
+        c = self.config
+        N, V = poses.shape[0], c.spatial_volume_size
+        with float32_region(poses.device):
+            verts = self.volume_vertices(N, poses.device)
+            warp = warp_coordinates(verts, c.latent_size, c.image_size, Ks, poses).reshape(N, V, V * V, 2)
+            points, depths = frustum_points(c.frustum_volume_depth, c.latent_size, c.image_size, poses, Ks,
+                                            c.origin_depth - c.frustum_volume_length,
+                                            c.origin_depth + c.frustum_volume_length)
+            frustum = (points / c.spatial_volume_length).permute(0, 2, 3, 4, 1).contiguous()
+        geometry = CameraGeometry(warp, frustum, depths[:1])
+        self._geometry = (weakref.ref(poses), weakref.ref(Ks), versions, geometry)
+        return geometry
+
     def unproject_views(self, x: torch.Tensor, t_embed: torch.Tensor, v_embed: torch.Tensor,
                         poses: torch.Tensor, Ks: torch.Tensor) -> torch.Tensor:
         """Encode each noisy view and sample it at the volume vertices: B,N*C,V,V,V (view-major)."""
         B, N = x.shape[:2]
         V = self.config.spatial_volume_size
-        verts = self.volume_vertices(B, x.device)
+        geometry = self.camera_geometry(poses, Ks)
         features = []
         for view in range(N):
             feats = self.target_encoder(x[:, view], t_embed, v_embed[:, view])
-            coords = warp_coordinates(verts, feats.shape[-1], self.config.image_size,
-                                      Ks[view][None].expand(B, -1, -1), poses[view][None].expand(B, -1, -1))
-            sampled = F.grid_sample(feats, coords.reshape(B, V, V * V, 2), mode="bilinear",
-                                    padding_mode="zeros", align_corners=True)
+            coords = geometry.warp[view][None].expand(B, -1, -1, -1)
+            # float32 sampling: the coordinates must not be rounded to the features' half precision
+            sampled = F.grid_sample(feats.float(), coords, mode="bilinear", padding_mode="zeros",
+                                    align_corners=True)
             features.append(sampled.reshape(B, -1, V, V, V))
         return torch.stack(features, 1).flatten(1, 2)
 
@@ -248,17 +301,13 @@ class SpatialVolumeNet(nn.Module):
 
     def sample_frustums(self, spatial_volume: torch.Tensor, poses: torch.Tensor, Ks: torch.Tensor,
                         target_indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The spatial volume resampled on each target view's frustum grid: B*TN,C,D,h,w and depths."""
-        c = self.config
-        TN = target_indices.shape[1]
-        flat = target_indices.reshape(-1)
-        points, depths = frustum_points(c.frustum_volume_depth, c.latent_size, c.image_size, poses[flat], Ks[flat],
-                                        c.origin_depth - c.frustum_volume_length,
-                                        c.origin_depth + c.frustum_volume_length)
-        grid = (points / c.spatial_volume_length).permute(0, 2, 3, 4, 1)
-        volume = spatial_volume.unsqueeze(1).expand(-1, TN, -1, -1, -1, -1).flatten(0, 1)
+        """The spatial volume resampled (float32) on each target view's frustum grid: B*TN,C,D,h,w and depths."""
+        B, TN = target_indices.shape
+        geometry = self.camera_geometry(poses, Ks)
+        grid = geometry.frustum[target_indices.reshape(-1)]
+        volume = spatial_volume.float().unsqueeze(1).expand(-1, TN, -1, -1, -1, -1).flatten(0, 1)
         sampled = F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-        return sampled, depths
+        return sampled, geometry.depths.expand(B * TN, -1, -1, -1, -1)
 
     def construct_view_frustum_volume(self, spatial_volume: torch.Tensor, t_embed: torch.Tensor,
                                       v_embed: torch.Tensor, poses: torch.Tensor, Ks: torch.Tensor,

@@ -59,8 +59,11 @@ def reconstruct_request(request: RunRequest, reporter: Reporter) -> RunResult:
         raise UsageError(f"views folder {folder} does not exist or is not a folder")
     check_output_dir(request.out)
     runner = Runner(stages, config, reporter, resolve_device(config.run.device))
-    return runner.run(Path(folder), request.out, from_stage=request.from_stage, until_stage=request.until_stage,
-                      force=request.force)
+    try:
+        return runner.run(Path(folder), request.out, from_stage=request.from_stage,
+                          until_stage=request.until_stage, force=request.force)
+    finally:
+        runner.close()
 
 
 def run_request(request: RunRequest, reporter: Reporter, stages: Optional[Sequence[Stage]] = None) -> list[RunResult]:
@@ -75,11 +78,14 @@ def run_request(request: RunRequest, reporter: Reporter, stages: Optional[Sequen
     device = resolve_device(config.run.device)
     runner = Runner(stages, config, reporter, device)
     options = dict(from_stage=request.from_stage, until_stage=request.until_stage, force=request.force)
-    if not batch:
-        return [runner.run(runs[0].image, runs[0].run_dir, **options)]
-    results = []
-    with RunLock(request.out):
-        for number, item in enumerate(runs, 1):
-            reporter.err.rule(escape(f"[{number}/{len(runs)}] {item.image}"), style="dim")
-            results.append(runner.run(item.image, item.run_dir, **options))
-    return results
+    try:
+        if not batch:
+            return [runner.run(runs[0].image, runs[0].run_dir, **options)]
+        results = []
+        with RunLock(request.out):
+            for number, item in enumerate(runs, 1):
+                reporter.err.rule(escape(f"[{number}/{len(runs)}] {item.image}"), style="dim")
+                results.append(runner.run(item.image, item.run_dir, more_inputs=number < len(runs), **options))
+        return results
+    finally:
+        runner.close()

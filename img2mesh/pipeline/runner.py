@@ -20,6 +20,7 @@ from img2mesh.errors import Img2MeshError, InputError, StageError, UsageError
 from img2mesh.pipeline.config import Config
 from img2mesh.pipeline.lock import RunLock
 from img2mesh.pipeline.manifest import Manifest, file_record, now_iso
+from img2mesh.pipeline.models import ModelCache
 from img2mesh.pipeline.reporting import Reporter
 from img2mesh.pipeline.stage import Stage, StageContext
 from img2mesh.utils.files import atomic_copy, path_size, sha256_file, sha256_json, sha256_path
@@ -91,13 +92,24 @@ def stage_range(stages: Sequence[Stage], from_stage: Optional[str], until_stage:
 
 
 class Runner:
-    """Runs a sequence of stages on inputs with one resolved config and device."""
+    """Runs a sequence of stages on inputs with one resolved config and device.
+
+    The runner owns the models the stages load (``self.models``): after each stage it moves off
+    the GPU every model that no later stage of the input uses, parking it on the CPU when more
+    inputs follow (``run(..., more_inputs=True)``) and dropping it otherwise. ``close()`` drops all.
+    """
 
     def __init__(self, stages: Sequence[Stage], config: Config, reporter: Reporter, device: str) -> None:
         self.stages = list(stages)
         self.config = config
         self.reporter = reporter
         self.device = device
+        self.models = ModelCache()
+        self._park = False  # this input's `more_inputs`
+
+    def close(self) -> None:
+        """Release every model the stages loaded."""
+        self.models.close()
 
     def run(
         self,
@@ -108,10 +120,15 @@ class Runner:
         until_stage: Optional[str] = None,
         force: bool = False,
         lock: bool = True,
+        more_inputs: bool = False,
     ) -> RunResult:
-        """Run (or resume) the pipeline on one input; errors are caught into the result."""
+        """Run (or resume) the pipeline on one input; errors are caught into the result.
+
+        ``more_inputs``: other inputs follow in this process, so models are parked, not dropped.
+        """
         start_time = time.perf_counter()
         result = RunResult(image, run_dir)
+        self._park = more_inputs
         try:
             start, end = stage_range(self.stages, from_stage, until_stage)
             for stage in self.stages:
@@ -127,8 +144,13 @@ class Runner:
             result.exit_code = exc.exit_code
             log.error("%s: %s", image.name, exc, extra={"file_only": True})
             log.debug("details", exc_info=True, extra={"file_only": not self.reporter.verbose})
+        finally:
+            self.models.release(keep=(), park=more_inputs)
         result.seconds = time.perf_counter() - start_time
         return result
+
+    def _models_needed_after(self, index: int, end: int) -> set[str]:
+        return {name for stage in self.stages[index + 1:end + 1] for name in stage.models}
 
     def _run_locked(self, image: Path, run_dir: Path, start: int, end: int,
                     from_stage: Optional[str], force: bool, result: RunResult) -> None:
@@ -165,6 +187,7 @@ class Runner:
                     result.outcomes.append(StageOutcome(stage.name, "interrupted"))
                     raise
                 result.outcomes.append(outcome)
+                self.models.release(keep=self._models_needed_after(index, end), park=self._park)
                 record = manifest.stage(stage.name)
                 handed_down[stage.name] = sha256_json([record.get("fingerprint"), record.get("outputs")])
 
@@ -210,7 +233,7 @@ class Runner:
         ctx = StageContext(
             stage=name, input_path=image, run_dir=run_dir, out_dir=partial, config=self.config,
             device=self.device, upstream={r: run_dir / r for r in stage.reads}, resumed=resumed,
-            log=log, progress=self.reporter.progress,
+            log=log, progress=self.reporter.progress, models=self.models,
         )
         t0 = time.perf_counter()
         try:

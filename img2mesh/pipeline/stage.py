@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Optional
 
+from img2mesh.pipeline.models import ModelCache
+
 if TYPE_CHECKING:
     from img2mesh.pipeline.config import Config
     from img2mesh.pipeline.reporting import ProgressTask
@@ -31,6 +33,8 @@ class Stage:
         version: bump when the stage's code changes its results, so old outputs are re-made.
         run: the stage's work; returns facts for the manifest (JSON-serialisable).
         check_input: validates the input image before anything is written; raises InputError.
+        models: names of the models ``run`` takes from ``ctx.models``; the runner moves a model off
+            the GPU once no later stage of the input names it.
     """
 
     name: str
@@ -42,6 +46,7 @@ class Stage:
     publish: tuple[str, ...] = ()
     version: int = 1
     check_input: Optional[Callable[[Path, "Config"], None]] = None
+    models: tuple[str, ...] = ()
 
 
 @dataclass
@@ -65,6 +70,7 @@ class StageContext:
     log: logging.Logger
     progress: Callable[..., ContextManager["ProgressTask"]]
     info: dict[str, Any] = field(default_factory=dict)
+    models: ModelCache = field(default_factory=ModelCache)
 
     def stage_dir(self, name: str) -> Path:
         """The finished folder of an upstream stage this stage declared in ``reads``."""

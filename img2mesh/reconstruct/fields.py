@@ -88,9 +88,9 @@ class HashGridEncoding(nn.Module):
         return torch.cat(outputs, -1)
 
 
-def make_hash_encoding(config: FieldConfig) -> tuple[nn.Module, str]:
-    """tinycudann's HashGrid when it imports and CUDA is present, else the PyTorch one."""
-    if torch.cuda.is_available():
+def make_hash_encoding(config: FieldConfig, accelerated: bool = True) -> tuple[nn.Module, str]:
+    """tinycudann's HashGrid when ``accelerated``, it imports and CUDA is present, else the PyTorch one."""
+    if accelerated and torch.cuda.is_available():
         try:
             import tinycudann as tcnn
 
@@ -184,13 +184,16 @@ class ColorNetwork(nn.Module):
 
 
 class NeuSField(nn.Module):
-    """SDF + colour + inverse variance; ``kind`` picks positional encoding (mlp) or hash grid."""
+    """SDF + colour + inverse variance; ``kind`` picks positional encoding (mlp) or hash grid.
 
-    def __init__(self, config: FieldConfig) -> None:
+    ``accelerated=False`` keeps the pure-PyTorch hash encoding even where tinycudann imports.
+    """
+
+    def __init__(self, config: FieldConfig, accelerated: bool = True) -> None:
         super().__init__()
         self.config = config
         if config.kind == "hashgrid":
-            self.encoding, self.backend = make_hash_encoding(config)
+            self.encoding, self.backend = make_hash_encoding(config, accelerated)
             encoding_dim = 3 + self.encoding.output_dim
         else:
             self.encoding, self.backend = None, "positional encoding"

@@ -154,11 +154,14 @@ def make_grid(sampler: str, device: torch.device, bound: float, resolution: int,
               steps_across: int) -> Optional[torch.nn.Module]:
     """The occupancy grid ``reconstruct.sampler`` asks for on ``device``; None for dense sampling.
 
-    ``auto``: nerfacc on CUDA when its extension loads, else the PyTorch grid on CUDA, else dense
-    (on a CPU the grid's many fine steps cost more than dense sampling's 64 + 64).
+    ``auto`` is dense sampling on every device for now. The grid keeps NeuS's solid interior
+    occupied (its opacity tends to 1 inside the surface), so without transmittance-based early
+    termination each ray marches hundreds of interior samples, and the grid has not yet been shown
+    on a GPU to match the dense sampler's CD/IoU; ``occupancy`` selects it explicitly (nerfacc on
+    CUDA when its extension loads, else the PyTorch grid).
     """
     step = marching_step(bound, steps_across)
-    if sampler == "dense" or (sampler == "auto" and device.type != "cuda"):
+    if sampler in ("dense", "auto"):
         return None
     if device.type == "cuda":
         usable, why = nerfacc_status()
@@ -169,12 +172,12 @@ def make_grid(sampler: str, device: torch.device, bound: float, resolution: int,
 
 
 def sampler_summary() -> str:
-    """What ``reconstruct.sampler: auto`` will use here, without building anything (for doctor)."""
+    """What ``reconstruct.sampler: occupancy`` would use here, without building anything (for doctor)."""
     import importlib.util
     import shutil
 
     if not torch.cuda.is_available():
-        return "dense coarse-to-fine (no CUDA device)"
+        return "PyTorch occupancy grid (no CUDA device)"
     if importlib.util.find_spec("nerfacc") is None:
         return "PyTorch occupancy grid (nerfacc not installed)"
     if importlib.util.find_spec("nerfacc.csrc") is not None:

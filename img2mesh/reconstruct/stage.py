@@ -78,7 +78,7 @@ def load_field(folder: Path, device: str) -> "NeuSField":
     record = json.loads((folder / "field.json").read_text())
     field = NeuSField(FieldConfig(**record["config"]))
     field.load_state_dict(load_file(folder / "field.safetensors"))
-    return field.to(device).eval()
+    return field.to(device).eval().requires_grad_(False)
 
 
 def selected_samples(select: Any, scores: dict) -> list[int]:

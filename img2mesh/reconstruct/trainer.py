@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from img2mesh.reconstruct.fields import NeuSField
 from img2mesh.reconstruct.renderer import RenderSettings, render_packed, render_rays
 from img2mesh.reconstruct.views import Views, pixel_rays
+from img2mesh.utils.device import free_cached_memory, is_out_of_memory
 
 log = logging.getLogger("img2mesh")
 
@@ -91,11 +92,26 @@ def curvature_loss(field: NeuSField, points: torch.Tensor, weights: torch.Tensor
     return (F.normalize(g0, dim=-1) - F.normalize(g1, dim=-1)).pow(2).sum(-1).mean()
 
 
+def random_states(device: torch.device) -> dict:
+    """The global random states a training step draws from (CPU, and the device's on CUDA)."""
+    states = {"torch_rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def restore_random_states(states: dict, device: torch.device) -> None:
+    torch.set_rng_state(states["torch_rng"])
+    if device.type == "cuda" and states.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(states["cuda_rng"], device)
+
+
 def save_checkpoint(path: Path, field: NeuSField, optimizer: torch.optim.Optimizer, step: int,
-                    generator: torch.Generator, grid: Optional[torch.nn.Module] = None) -> None:
+                    generator: torch.Generator, grid: Optional[torch.nn.Module] = None,
+                    device: torch.device = torch.device("cpu")) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save({"field": field.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                "rng": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "rng": generator.get_state(), **random_states(device),
                 "grid": grid.state_dict() if grid is not None else None}, tmp)
     os.replace(tmp, path)
 
@@ -109,6 +125,60 @@ def render_batch(field: NeuSField, origins: torch.Tensor, dirs: torch.Tensor, re
     ray_indices, t_starts, t_ends = grid.sample(origins, dirs, perturb=training)
     return render_packed(field, origins, dirs, ray_indices, t_starts, t_ends, render, cos_anneal_ratio, training,
                          weights_fn=getattr(grid, "weights", None))
+
+
+def step_loss(field: NeuSField, origins: torch.Tensor, dirs: torch.Tensor, colors: torch.Tensor,
+              masks: torch.Tensor, settings: TrainSettings, render: RenderSettings,
+              grid: Optional[torch.nn.Module], cos_anneal_ratio: float) -> torch.Tensor:
+    """L1 colour + mask BCE + eikonal (+ curvature) of one batch of rays."""
+    out = render_batch(field, origins, dirs, render, grid, cos_anneal_ratio, training=True)
+    color_loss = F.l1_loss(out["color"], colors)
+    mask_loss = F.binary_cross_entropy(out["opacity"].clamp(1e-3, 1 - 1e-3), masks)
+    inside = out["inside"]
+    eikonal = (((out["grad_norm"] - 1) ** 2) * inside).sum() / inside.sum().clamp(min=1)
+    loss = color_loss + settings.mask_weight * mask_loss + settings.eikonal_weight * eikonal
+    if settings.curvature_weight > 0:
+        loss = loss + settings.curvature_weight * curvature_loss(field, out["points"], out["weights"])
+    return loss
+
+
+class ChunkedStep:
+    """One optimiser step over a batch of rays, rendered ``chunk`` rays at a time.
+
+    Gradients of the chunks accumulate, each chunk's loss weighted by its share of the rays, so the
+    colour and mask terms (means over rays) are exactly those of the whole batch; the eikonal and
+    curvature terms are averaged per chunk. A CUDA out-of-memory error halves the chunk (logged)
+    and redoes the step; the smaller chunk is kept for the rest of training.
+    """
+
+    MIN_CHUNK = 64
+
+    def __init__(self, chunk: int) -> None:
+        self.chunk = chunk
+
+    def __call__(self, field: NeuSField, optimizer: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...],
+                 loss_of: Callable[..., torch.Tensor]) -> float:
+        count = batch[0].shape[0]
+        while True:
+            optimizer.zero_grad(set_to_none=True)
+            try:
+                total = torch.zeros((), device=batch[0].device)
+                for start in range(0, count, self.chunk):
+                    part = [values[start:start + self.chunk] for values in batch]
+                    loss = loss_of(*part) * (part[0].shape[0] / count)
+                    loss.backward()
+                    total += loss.detach()
+                break
+            except RuntimeError as exc:
+                if not is_out_of_memory(exc) or self.chunk <= self.MIN_CHUNK:
+                    raise
+                self.chunk = max(self.MIN_CHUNK, self.chunk // 2)
+                del exc
+                free_cached_memory()
+                log.warning("reconstruct: CUDA out of memory; retrying the step with %d rays per chunk",
+                            self.chunk)
+        optimizer.step()
+        return total.item()
 
 
 def train(field: NeuSField, views: Views, settings: TrainSettings, render: RenderSettings, device: torch.device,
@@ -126,43 +196,36 @@ def train(field: NeuSField, views: Views, settings: TrainSettings, render: Rende
     optimizer = make_optimizer(field, settings)
     start = 0
     if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         field.load_state_dict(state["field"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["rng"])
-        torch.set_rng_state(state["torch_rng"])  # the samplers' jitter: a resume continues the same run
+        restore_random_states(state, device)  # the samplers' jitter: a resume continues the same run
         if grid is not None and state.get("grid") is not None:
             grid.load_state_dict(state["grid"])
         start = state["step"]
         log.info("reconstruct: resuming training from the checkpoint at step %d", start)
     history = []
     anneal_steps = max(1, int(settings.steps * settings.anneal_fraction))
+    step_in_chunks = ChunkedStep(settings.rays_per_step)
     for step in range(start, settings.steps):
         factor = learning_rate_factor(step, settings)
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
-        origins, dirs, colors, masks = bank.sample(settings.rays_per_step, generator)
+        batch = bank.sample(settings.rays_per_step, generator)
         if grid is not None and step % settings.grid_update_every == 0:
             grid.update(field)
-        out = render_batch(field, origins, dirs, render, grid, min(1.0, step / anneal_steps), training=True)
-        color_loss = F.l1_loss(out["color"], colors)
-        mask_loss = F.binary_cross_entropy(out["opacity"].clamp(1e-3, 1 - 1e-3), masks)
-        inside = out["inside"]
-        eikonal = (((out["grad_norm"] - 1) ** 2) * inside).sum() / inside.sum().clamp(min=1)
-        loss = color_loss + settings.mask_weight * mask_loss + settings.eikonal_weight * eikonal
-        if settings.curvature_weight > 0:
-            loss = loss + settings.curvature_weight * curvature_loss(field, out["points"], out["weights"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = loss.detach().item()
+        anneal = min(1.0, step / anneal_steps)
+        value = step_in_chunks(field, optimizer, batch, lambda o, d, c, m: step_loss(
+            field, o, d, c, m, settings, render, grid, anneal))
         history.append(value)
         if on_step is not None:
             on_step(step, value)
         done = step + 1
         if checkpoint is not None and done % settings.checkpoint_every == 0 and done < settings.steps:
-            save_checkpoint(checkpoint, field, optimizer, done, generator, grid)
+            save_checkpoint(checkpoint, field, optimizer, done, generator, grid, device)
     field.eval()
     return {"loss_first": history[0] if history else None, "loss_last": history[-1] if history else None,
             "steps": settings.steps, "resumed_from": start, "inv_s": field.inv_s().item(),
-            "sampler": "dense" if grid is None else f"occupancy grid ({grid.backend})"}
+            "sampler": "dense" if grid is None else f"occupancy grid ({grid.backend})",
+            "ray_chunk": step_in_chunks.chunk}

@@ -2,16 +2,21 @@
 
 The same settings as SyncDreamer's own ``foreground_segment.py`` (carvekit's ``HiInterface`` for
 objects), but built from carvekit's parts so that the weights can be its pretrained ones (fetched
-and cached by carvekit's downloader) or untrained ones for tests. Models stay loaded across the
-inputs of a batch.
+and cached by carvekit's downloader) or untrained ones for tests. The run's model cache keeps the
+networks across the inputs of a batch (parked on the CPU while the other stages run).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from img2mesh.utils.weights import get_weight
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from img2mesh.pipeline.models import ModelCache
 
 # carvekit's HiInterface defaults for object_type="object", which SyncDreamer uses.
 TRIMAP_PROB_THRESHOLD = 231
@@ -64,6 +69,9 @@ class BackgroundRemover:
         trimap = TrimapGenerator(prob_threshold=TRIMAP_PROB_THRESHOLD, kernel_size=TRIMAP_DILATION,
                                  erosion_iters=TRIMAP_EROSION_ITERS)
         self.settings = settings
+        self._networks = (segmentation, matting)
+        for network in self._networks:
+            network.requires_grad_(False)
         self._interface = Interface(
             seg_pipe=segmentation,
             post_pipe=MattingMethod(matting_module=matting, trimap_generator=trimap, device=settings.device),
@@ -85,19 +93,23 @@ class BackgroundRemover:
                 for res, im in zip(results, images)]
 
 
-_LOADED: dict[RemoverSettings, BackgroundRemover] = {}
+    def to(self, device: str) -> "BackgroundRemover":
+        """Move both networks (carvekit keeps its own device attribute for the inputs, which stays)."""
+        for network in self._networks:
+            network.to(device)
+        return self
 
 
-def get_remover(settings: RemoverSettings) -> BackgroundRemover:
-    """A loaded remover for these settings, built once per process (batch runs share it)."""
-    if settings not in _LOADED:
-        try:
-            import carvekit  # noqa: F401
-        except ImportError:
-            from img2mesh.errors import StageError
+MODEL_NAME = "carvekit"  # what the segment stage names in Stage.models
 
-            raise StageError("background removal needs carvekit (`pip install carvekit`), "
-                             "or pass an RGBA image or --no-segment") from None
-        _LOADED.clear()  # one set of networks in memory at a time
-        _LOADED[settings] = BackgroundRemover(settings)
-    return _LOADED[settings]
+
+def get_remover(settings: RemoverSettings, models: "ModelCache") -> BackgroundRemover:
+    """A loaded remover for these settings from the run's model cache (a batch shares it)."""
+    try:
+        import carvekit  # noqa: F401
+    except ImportError:
+        from img2mesh.errors import StageError
+
+        raise StageError("background removal needs carvekit (`pip install carvekit`), "
+                         "or pass an RGBA image or --no-segment") from None
+    return models.get(MODEL_NAME, settings, lambda: BackgroundRemover(settings), settings.device)

@@ -35,7 +35,7 @@ def cut_out(ctx: StageContext, photo: "Image.Image") -> tuple["Image.Image", str
     settings = RemoverSettings(ctx.device, cfg.weights, cfg.seg_size, cfg.matting_size)
     ctx.log.info("segment: removing the background with carvekit (%s weights, %s)", cfg.weights, ctx.device)
     with ctx.progress("background removal", total=1) as task:
-        (result,) = get_remover(settings)([photo.convert("RGB")])
+        (result,) = get_remover(settings, ctx.models)([photo.convert("RGB")])
         task.advance()
     return result, "carvekit"
 
@@ -78,4 +78,5 @@ STAGE = Stage(
     config_keys=("segment",),
     run=run,
     check_input=check_input,
+    models=("carvekit",),
 )

@@ -22,3 +22,18 @@ def resolve_device(spec: str) -> str:
     if index >= count:
         raise UsageError(f"--device {spec}: only {count} CUDA device(s) are visible (cuda:0..cuda:{count - 1})")
     return f"cuda:{index}"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a (CUDA) out-of-memory error, which a smaller batch may avoid."""
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def free_cached_memory() -> None:
+    """Return the CUDA caching allocator's free blocks (after an out-of-memory error)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

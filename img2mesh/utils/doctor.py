@@ -87,9 +87,10 @@ def accelerator_rows() -> list[Row]:
     try:
         from img2mesh.reconstruct.occupancy import sampler_summary
 
-        rows.append(("NeuS sampling", sampler_summary()))
+        rows.append(("NeuS sampling", "dense coarse-to-fine (reconstruct.sampler: auto)"))
+        rows.append(("occupancy sampler", sampler_summary()))
     except Exception as exc:  # torch missing or broken: reported above
-        rows.append(("NeuS sampling", f"unknown ({type(exc).__name__})"))
+        rows.append(("occupancy sampler", f"unknown ({type(exc).__name__})"))
     return rows
 
 

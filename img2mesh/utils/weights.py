@@ -188,7 +188,7 @@ class LoftrWeight:
             raise WeightsError("the loftr matcher needs kornia (`pip install kornia`); "
                                "or use --set elevation.matcher=sift") from None
         try:
-            return LoFTR(pretrained="outdoor").to(device).eval()
+            return LoFTR(pretrained="outdoor").to(device).eval().requires_grad_(False)
         except Exception as exc:  # network errors surface as many types through torch.hub
             import torch
 

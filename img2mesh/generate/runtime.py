@@ -1,0 +1,62 @@
+"""SyncDreamer for a running stage (generate, elevation): the model from the run's model cache, in
+the run's precision, and the segment stage's input image as the model wants it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from img2mesh.generate.loading import LoadedWeights
+    from img2mesh.generate.model import SyncDreamer
+    from img2mesh.generate.precision import Precision
+    from img2mesh.pipeline.stage import StageContext
+
+MODEL_NAME = "syncdreamer"  # what the stages that use it name in Stage.models
+
+
+@dataclass
+class LoadedSyncDreamer:
+    """A loaded, frozen SyncDreamer with where its weights came from and the precision it was prepared for."""
+
+    model: "SyncDreamer"
+    weights: "LoadedWeights"
+    precision: "Precision"
+
+    def to(self, device: str) -> "LoadedSyncDreamer":
+        """Move the network (the model cache parks it on the CPU between the inputs of a batch)."""
+        self.model.to(device)
+        return self
+
+
+def syncdreamer(ctx: "StageContext") -> LoadedSyncDreamer:
+    """The model for this run's settings and device, loaded once and shared by the stages that use it."""
+    from img2mesh.generate.loading import load_syncdreamer
+    from img2mesh.generate.precision import Precision
+
+    cfg = ctx.config.generate
+    precision = Precision.for_run(cfg.precision, ctx.device)
+    key = (cfg.model, cfg.weights, cfg.checkpoint, tuple(cfg.hub_sources), cfg.trust_checkpoint, precision.name)
+
+    def load() -> LoadedSyncDreamer:
+        ctx.log.info("generate: loading SyncDreamer (%s, %s weights) on %s, denoiser in %s", cfg.model,
+                     cfg.weights, ctx.device, precision.name)
+        model, weights = load_syncdreamer(cfg.model, cfg.weights, cfg.checkpoint, cfg.hub_sources,
+                                          cfg.trust_checkpoint)
+        # cast before moving: the float32 copy of the denoiser never reaches the GPU
+        return LoadedSyncDreamer(precision.prepare(model).to(ctx.device), weights, precision)
+
+    return ctx.models.get(MODEL_NAME, key, load, ctx.device)
+
+
+def input_image(ctx: "StageContext") -> "torch.Tensor":
+    """The segment stage's 256x256 input, composited on white in float as the official code does: 1,3,H,W in [-1, 1]."""
+    import torch
+    from PIL import Image
+
+    from img2mesh.segment.recentre import composite_on_white
+
+    on_white = composite_on_white(Image.open(ctx.stage_dir("segment") / "input_rgba.png"))
+    return torch.from_numpy(on_white * 2.0 - 1.0).permute(2, 0, 1)[None].float().to(ctx.device)
