@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 EXAMPLE ?= assets/chicken.png
 OUT ?= out/chicken
 
-.PHONY: install run test bench gpu-check wheelhouse clean
+.PHONY: install run test bench gpu-check wheelhouse device-wheels clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ WHEEL_PYTHON ?= $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_in
 WHEEL_PLATFORM ?=
 wheelhouse: $(STAMP)
 	$(PY) tools/wheelhouse.py --out wheelhouse --python-version $(WHEEL_PYTHON) $(if $(WHEEL_PLATFORM),--platform $(WHEEL_PLATFORM))
+
+# What a lent GPU machine (Python 3.12 with torch, transformers, numpy, ...; no network) lacks for
+# `tools/device_check.sh`: about 15 MiB of wheels in .device-wheels/.
+DEVICE_WHEELS := diffusers importlib_metadata zipp trimesh PyMCubes xatlas fast-simplification nerfacc kornia kornia_rs
+device-wheels: $(STAMP)
+	rm -rf .device-wheels
+	$(PY) tools/wheelhouse.py --out .device-wheels --python-version 3.12 --only $(DEVICE_WHEELS)
 
 clean:
 	rm -rf $(VENV) out gpu-check wheelhouse

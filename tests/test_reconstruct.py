@@ -339,6 +339,13 @@ def test_reconstruct_command_end_to_end(tmp_path):
     assert again.exit_code == 0 and "skipped" in again.stdout
     glb_only = CliRunner().invoke(app, args[:-1] + ["glb"])  # a format no longer asked for is removed
     assert glb_only.exit_code == 0 and (out / "mesh.glb").is_file() and not (out / "mesh.ply").exists()
+    # the same seed gives the same field, whatever state torch's global generator was in (it is seeded
+    # at random when a process starts)
+    torch.manual_seed(12345)
+    elsewhere = tmp_path / "again"
+    assert CliRunner().invoke(app, [*args[:3], str(elsewhere), *args[4:]]).exit_code == 0
+    field = (out / "reconstruct" / "field.safetensors").read_bytes()
+    assert (elsewhere / "reconstruct" / "field.safetensors").read_bytes() == field
 
 
 def mesh_untrained_field(tmp_path: Path, overrides: list[str]) -> tuple[Path, dict]:

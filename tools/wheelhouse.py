@@ -3,7 +3,8 @@
     python tools/wheelhouse.py                                  # this machine's Python and platform
     python tools/wheelhouse.py --python-version 3.12 --platform manylinux_2_28_x86_64
     python tools/wheelhouse.py --with-torch                     # torch and torchvision too (GBs)
-    python tools/wheelhouse.py --only diffusers trimesh         # just these, without dependencies
+    python tools/wheelhouse.py --only diffusers trimesh         # just these (at the versions installed
+                                                                # here), without dependencies
 
 Then, on the offline machine (which has a CUDA build of torch already):
 
@@ -104,6 +105,18 @@ def requirement_tree(python_version: str, platform: str, with_torch: bool) -> tu
     return found, left_out
 
 
+def pinned(requirement: str) -> str:
+    """``name`` -> ``name==version`` at the version installed here (a requirement with a version stays)."""
+    from importlib import metadata
+
+    if re.search(r"[=<>~!]", requirement):
+        return requirement
+    try:
+        return f"{requirement}=={metadata.version(requirement)}"
+    except metadata.PackageNotFoundError:
+        return requirement
+
+
 def fetch(requirement: str, out: Path, target: list[str]) -> None:
     """Download the wheel for the target; a pure-Python package published only as source is built here."""
     if pip("download", "--no-deps", "--quiet", "-d", str(out), *target, requirement, check=False).returncode == 0:
@@ -135,7 +148,7 @@ def main() -> None:
     print(f"wheelhouse for CPython {args.python_version} on {platform} in {args.out}")
     left_out: set[str] = set()
     if args.only:
-        requirements = args.only
+        requirements = [pinned(requirement) for requirement in args.only]
     else:
         build_img2mesh(args.out)
         tree, left_out = requirement_tree(args.python_version, platform, args.with_torch)

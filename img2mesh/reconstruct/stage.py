@@ -35,6 +35,7 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
     cfg = ctx.config.reconstruct
     views = load_views(views_dir, cfg.image_size, cameras_file)
     config = field_config(ctx)
+    torch.manual_seed(ctx.config.run.seed)  # the initial weights too come from the run's seed
     field = NeuSField(config)
     device = torch.device(ctx.device)
     grid = make_grid(cfg.sampler, device, BOUND, cfg.grid_resolution, cfg.march_steps)
