@@ -1,4 +1,4 @@
-# img2mesh: `make run` installs and runs the example, `make test` installs and runs the tests.
+# img2mesh: `make run` installs and runs the example, `make test` installs, lints, tests and checks the wheel.
 # Both build their own virtual environment in .venv (override with VENV=...).
 PYTHON ?= python3
 VENV ?= .venv
@@ -22,8 +22,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/img2mesh run $(EXAMPLE) -o $(OUT) --elevation 30
 
+# Lint, the test suite, then the built wheel installed on its own and run (tools/wheel_check.sh).
 test: $(STAMP)
+	$(VENV)/bin/ruff check img2mesh tests benchmarks tools
 	$(PY) -m pytest
+	VENV=$(VENV) bash tools/wheel_check.sh
 
 bench: $(STAMP)
 	$(PY) benchmarks/startup.py

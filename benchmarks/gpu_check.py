@@ -84,7 +84,6 @@ def generation(quick: bool) -> list[Row]:
     import torch
 
     from generate import load, measure
-
     from img2mesh.generate.precision import Precision
 
     device = torch.device("cpu" if quick else "cuda")
@@ -122,7 +121,7 @@ def reconstruction(quick: bool, objects: list[str]) -> list[Row]:
 def end_to_end(quick: bool, out: Path) -> list[Row]:
     target = out / "e2e"
     command = [sys.executable, "-m", "img2mesh", "run", str(ROOT / "assets" / "chicken.png"), "-o", str(target),
-               "--preset", "smoke", "--elevation", "30", "--force", "--set", "generate.weights=random",
+               "--preset", "smoke", "--elevation", "30", "--force", "--set", "generate.random_weights=true",
                "--device", "cpu" if quick else "cuda"]
     for override in (QUICK_GENERATE + QUICK_RECONSTRUCT if quick else []):
         command += ["--set", override]

@@ -18,16 +18,20 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from img2mesh.mesh.evaluate import GSO_ANGLES_DEG, evaluate, load_mesh, normalise_ground_truth, render_psnr
+from img2mesh.app import reconstruct_stages
+from img2mesh.evaluation.gso import GSO_ANGLES_DEG, normalise_ground_truth
+from img2mesh.evaluation.metrics import evaluate, load_mesh, render_psnr
 from img2mesh.mesh.export import to_world_frame
 from img2mesh.pipeline.config import load_config
-from img2mesh.pipeline.reporting import Reporter
 from img2mesh.pipeline.runner import Runner
-from img2mesh.pipeline.stages import reconstruct_stages
 from img2mesh.utils.device import resolve_device
+
+if TYPE_CHECKING:
+    import trimesh
 
 GSO = Path(os.environ.get("IMG2MESH_GSO_DIR", Path(__file__).resolve().parents[2] / "shared" / "gso"))
 
@@ -54,7 +58,7 @@ def reconstruct_object(name: str, preset: str, field: str, device: str, override
     else:
         config = load_config(preset, overrides=[f"reconstruct.field={field}", "mesh.formats=[glb]",
                                                 "mesh.preview=false", *overrides])
-        runner = Runner(reconstruct_stages(), config, Reporter(quiet=True), resolve_device(device))
+        runner = Runner(reconstruct_stages(), config, resolve_device(device))
         with tempfile.TemporaryDirectory() as out:
             result = runner.run(folder, Path(out))
             runner.close()

@@ -99,7 +99,8 @@ def run(
     target_faces: TargetFacesOpt = None,
     select: Optional[str] = typer.Option(None, "--select",
                                          help="Sample set to reconstruct: auto (best score), K, or all."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Path to syncdreamer-pretrain.ckpt."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "--weights",
+                                              help="Path to syncdreamer-pretrain.ckpt (generate.checkpoint)."),
     trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint",
                                           help="Allow unpickling a checkpoint that safe loading refuses."),
     no_segment: bool = typer.Option(False, "--no-segment",
@@ -108,11 +109,12 @@ def run(
     verbose: VerboseOpt = False,
 ) -> None:
     """Run the pipeline on one or more images; finished stages are skipped when nothing changed."""
-    from img2mesh.pipeline.batch import RunRequest, run_request
-    from img2mesh.pipeline.reporting import Reporter
+    from img2mesh.app import run_images
+    from img2mesh.console import ConsoleReporter
+    from img2mesh.pipeline.batch import RunRequest
 
     values = _flag_values(seed=seed, device=device, formats=formats, elevation=elevation,
-                          num_samples=num_samples, weights=weights, texture=texture, target_faces=target_faces)
+                          num_samples=num_samples, checkpoint=checkpoint, texture=texture, target_faces=target_faces)
     if select is not None:
         values["reconstruct.select"] = int(select) if select.strip().isdigit() else select.strip().lower()
     if no_segment:
@@ -121,9 +123,9 @@ def run(
         values["generate.trust_checkpoint"] = True
     request = RunRequest(inputs=inputs, out=out, preset=preset, config_file=config, overrides=list(set_),
                          values=values, from_stage=from_stage, until_stage=until_stage, force=force)
-    reporter = Reporter(quiet=quiet, verbose=verbose)
+    reporter = ConsoleReporter(quiet=quiet, verbose=verbose)
     try:
-        results = _guard(verbose, lambda: run_request(request, reporter))
+        results = _guard(verbose, lambda: run_images(request, reporter))
     except KeyboardInterrupt:
         reporter.err.print("[yellow]interrupted[/]: finished stages are kept; run the same command to resume")
         raise typer.Exit(EXIT_INTERRUPTED)
@@ -132,14 +134,14 @@ def run(
 
 def _flag_values(seed: Optional[int] = None, device: Optional[str] = None, formats: Optional[str] = None,
                  elevation: Optional[float] = None, num_samples: Optional[int] = None,
-                 weights: Optional[Path] = None, texture: Optional[bool] = None,
+                 checkpoint: Optional[Path] = None, texture: Optional[bool] = None,
                  target_faces: Optional[int] = None) -> dict[str, Any]:
     """Dotted config keys set by dedicated flags (they win over --set)."""
     values: dict[str, Any] = {}
     for key, value in (("run.seed", seed), ("run.device", device), ("elevation.value", elevation),
                        ("generate.num_samples", num_samples), ("mesh.texture", texture),
                        ("mesh.target_faces", target_faces),
-                       ("generate.checkpoint", str(weights) if weights else None)):
+                       ("generate.checkpoint", str(checkpoint) if checkpoint else None)):
         if value is not None:
             values[key] = value
     if formats is not None:
@@ -149,7 +151,7 @@ def _flag_values(seed: Optional[int] = None, device: Optional[str] = None, forma
 
 def _report(results: list, reporter: Any) -> None:
     """Summary tables on stdout, one error line per failed input, and the exit code."""
-    from img2mesh.pipeline.reporting import batch_table, stage_table
+    from img2mesh.console import batch_table, stage_table
 
     for result in results:
         reporter.out.print(stage_table(result))
@@ -182,16 +184,17 @@ def reconstruct(
     verbose: VerboseOpt = False,
 ) -> None:
     """Run only the reconstruct and mesh stages on a folder of views at known cameras."""
-    from img2mesh.pipeline.batch import RunRequest, reconstruct_request
-    from img2mesh.pipeline.reporting import Reporter
+    from img2mesh.app import run_views
+    from img2mesh.console import ConsoleReporter
+    from img2mesh.pipeline.batch import RunRequest
 
     request = RunRequest(inputs=[views], out=out, preset=preset, config_file=config, overrides=list(set_),
                          values=_flag_values(seed=seed, device=device, formats=formats, texture=texture,
                                              target_faces=target_faces),
                          from_stage=from_stage, until_stage=until_stage, force=force)
-    reporter = Reporter(quiet=quiet, verbose=verbose)
+    reporter = ConsoleReporter(quiet=quiet, verbose=verbose)
     try:
-        result = _guard(verbose, lambda: reconstruct_request(request, reporter))
+        result = _guard(verbose, lambda: run_views(request, reporter))
     except KeyboardInterrupt:
         reporter.err.print("[yellow]interrupted[/]: run the same command to resume")
         raise typer.Exit(EXIT_INTERRUPTED)
@@ -209,11 +212,27 @@ def evaluate(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Chamfer distance and volume IoU against a Google Scanned Objects model (the papers' metric)."""
-    from img2mesh.mesh.evaluate import evaluate_files
+    from img2mesh.evaluation.gso import evaluate_files
 
     scores = _guard(verbose, lambda: evaluate_files(prediction, gt, object_name, frame, views))
     psnr = f"  psnr {scores.psnr:.2f}" if scores.psnr is not None else ""
     typer.echo(f"chamfer {scores.chamfer:.5f}  iou {scores.iou:.4f}{psnr}")
+
+
+@app.command("config")
+def show_config(
+    preset: PresetOpt = "default",
+    config: ConfigOpt = None,
+    set_: SetOpt = [],
+    verbose: VerboseOpt = False,
+) -> None:
+    """Print the resolved configuration (defaults, preset, --config, --set) as YAML: every key."""
+    import yaml
+
+    from img2mesh.pipeline.config import load_config
+
+    resolved = _guard(verbose, lambda: load_config(preset, config, list(set_)))
+    typer.echo(yaml.safe_dump(resolved.to_dict(), sort_keys=False, default_flow_style=False), nl=False)
 
 
 @app.command()
@@ -221,8 +240,8 @@ def stages() -> None:
     """List the stages in order, with what they read, write and depend on."""
     from rich.console import Console
 
-    from img2mesh.pipeline.reporting import stages_table
-    from img2mesh.pipeline.stages import default_stages
+    from img2mesh.app import default_stages
+    from img2mesh.console import stages_table
 
     Console().print(stages_table(default_stages()))
 
@@ -232,12 +251,19 @@ def doctor() -> None:
     """Report Python, torch, CUDA/GPUs, optional accelerators and which weights are present."""
     from rich.console import Console
 
-    from img2mesh.pipeline.reporting import rows_table
-    from img2mesh.utils.doctor import report
+    from img2mesh.console import rows_table
+    from img2mesh.doctor import report
 
     console = Console()
     for title, rows in report().items():
         console.print(rows_table(title, rows))
+
+
+def _hub_sources() -> list[str]:
+    """SyncDreamer's default Hub sources (``generate.hub_sources``) for the weights commands."""
+    from img2mesh.pipeline.config import GenerateConfig
+
+    return GenerateConfig().hub_sources
 
 
 @weights_app.command("list")
@@ -245,11 +271,11 @@ def weights_list() -> None:
     """Every weight file: what uses it, where it comes from, and whether it is here."""
     from rich.console import Console
 
-    from img2mesh.pipeline.reporting import weights_table
+    from img2mesh.console import weights_table
     from img2mesh.utils.weights import environment_summary, registry
 
     console = Console()
-    console.print(weights_table(registry()))
+    console.print(weights_table(registry(_hub_sources())))
     console.print(", ".join(f"{k}: {v}" for k, v in environment_summary().items()))
 
 
@@ -261,7 +287,8 @@ def weights_download(
     """Fetch weight files into their caches so that later runs work offline."""
     from img2mesh.utils.weights import get_weight, registry
 
-    entries = _guard(verbose, lambda: [get_weight(n) for n in names] if names else registry())
+    sources = _hub_sources()
+    entries = _guard(verbose, lambda: [get_weight(n, sources) for n in names] if names else registry(sources))
     failed = 0
     for entry in entries:
         try:
@@ -283,7 +310,7 @@ def weights_path(
     from img2mesh.utils.weights import get_weight
 
     def locate() -> Path:
-        entry = get_weight(name)
+        entry = get_weight(name, _hub_sources())
         path = entry.locate()
         if path is None:
             raise WeightsError(f"{name} is not downloaded; run `img2mesh weights download {name}`")

@@ -12,10 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from img2mesh import __version__
+from img2mesh import app as stages_module
 from img2mesh.cli import app
-from img2mesh.pipeline import stages as stages_module
 
-from conftest import Recorder, snapshot, write_rgba
+from helpers.images import write_rgba
+from helpers.stages import Recorder, snapshot
 
 runner = CliRunner()
 
@@ -46,7 +47,7 @@ def test_version_and_help():
         assert command in help_text
     run_help = invoke("run", "--help").stdout
     for option in ("--preset", "--config", "--set", "--seed", "--device", "--from", "--until", "--force",
-                   "--elevation", "--num-samples", "--format", "--quiet", "--verbose", "--weights"):
+                   "--elevation", "--num-samples", "--format", "--quiet", "--verbose", "--checkpoint"):
         assert option in run_help
 
 
@@ -86,7 +87,7 @@ def test_weights_offline_errors_say_what_to_download(tmp_path):
     assert download.returncode == 1
     message = " ".join(download.stderr.split())
     assert "syncdreamer-pretrain.ckpt" in message and "HF_HUB_OFFLINE is set" in message
-    assert "img2mesh weights download syncdreamer" in message and "--weights" in message
+    assert "img2mesh weights download syncdreamer" in message and "--checkpoint" in message
     assert "Traceback" not in download.stderr
     unknown = run_cli(["weights", "path", "nope"], env)
     assert unknown.returncode == 2 and "unknown weights" in unknown.stderr
@@ -154,7 +155,7 @@ def test_batch_resolves_stem_collisions_in_input_order(fake_stages, tmp_path):
 
 def test_real_pipeline_runs_end_to_end_with_tiny_models(image, tmp_path):
     out = tmp_path / "out"
-    tiny = ["--preset", "smoke", "--set", "generate.model=tiny", "--set", "generate.weights=random",
+    tiny = ["--preset", "smoke", "--set", "generate.model=tiny", "--set", "generate.random_weights=true",
             "--set", "generate.steps=1", "--set", "generate.guidance=cfg", "--set", "generate.cfg_scale=1",
             "--set", "elevation.matcher=sift", "--set", "reconstruct.steps=20",
             "--set", "reconstruct.rays_per_step=128", "--set", "reconstruct.image_size=64",
@@ -209,9 +210,18 @@ def bad_input_cases(tmp_path: Path, image: Path, out: Path):
         ([image, image, "-o", out], 2, "is given twice"),
         ([image, "-o", out, "--format", "glb,fbx"], 2, "mesh.formats[1]"),
         ([image, "-o", out, "--preset", "turbo"], 2, "unknown preset"),
-        ([image, "-o", out, "--weights", tmp_path / "nope.ckpt"], 2, "does not exist"),
         ([image, "-o", out, "--set", "run.device=tpu"], 2, "run.device"),
     ]
+
+
+def test_a_missing_checkpoint_is_refused_before_any_stage_runs(tmp_path, image, occupied):
+    """The real stages: generate's (and elevation's) config check sees the file is missing."""
+    before = snapshot(occupied)
+    result = invoke("run", image, "-o", occupied, "--checkpoint", tmp_path / "nope.ckpt", "--device", "cpu")
+    assert_one_line_error(result, 2, f"checkpoint file {tmp_path / 'nope.ckpt'} does not exist")
+    assert snapshot(occupied) == before
+    legacy = invoke("run", image, "-o", occupied, "--weights", tmp_path / "nope.ckpt", "--device", "cpu")
+    assert_one_line_error(legacy, 2, "does not exist")  # the old name of the option still works
 
 
 def test_bad_inputs_get_one_line_and_leave_out_intact(fake_stages, tmp_path, image, occupied):

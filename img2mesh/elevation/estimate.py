@@ -33,7 +33,7 @@ class Estimate:
 
 def rig_cameras(elevation_deg: float, image_size: int = 256) -> list[tuple[np.ndarray, np.ndarray]]:
     """(K, w2c pose) of the four views for a hypothesised input elevation."""
-    from img2mesh.generate.cameras import intrinsics, look_at_pose
+    from img2mesh.utils.cameras import intrinsics, look_at_pose
 
     K = intrinsics(image_size)
     return [(K, look_at_pose(math.radians(da), math.radians(elevation_deg + de))) for de, da in RELATIVE_POSES]

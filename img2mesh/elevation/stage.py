@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from img2mesh.pipeline.stage import Stage, StageContext
+from img2mesh.pipeline.contract import Stage, StageContext
 from img2mesh.utils.files import atomic_save_image, atomic_write_bytes, atomic_write_json
+
+if TYPE_CHECKING:
+    from img2mesh.pipeline.config import Config
 
 
 def novel_views(ctx: StageContext) -> list[np.ndarray]:
@@ -68,7 +71,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         return result
     from img2mesh.elevation.estimate import estimate_elevation
     from img2mesh.elevation.matching import loftr_matches, sift_matches
-    from img2mesh.reconstruct.views import white_background_mask
+    from img2mesh.utils.images import white_background_mask
 
     views = novel_views(ctx)
     masks = [white_background_mask(v / 255.0) for v in views]
@@ -108,13 +111,22 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return {k: result[k] for k in ("elevation_deg", "source", "clamped", "fallback_reason", "match_counts")}
 
 
+def check_config(config: "Config") -> None:
+    """The SyncDreamer checkpoint must exist when the elevation is to be estimated with it."""
+    from img2mesh.generate.runtime import check_checkpoint
+
+    if config.elevation.value is None:
+        check_checkpoint(config)
+
+
 STAGE = Stage(
     name="elevation",
     description="elevation of the input camera (estimated from Zero123 views, or --elevation DEG)",
     reads=("segment",),
     outputs=("elevation.json",),
-    config_keys=("elevation", "generate.model", "generate.weights", "generate.checkpoint", "generate.steps",
+    config_keys=("elevation", "generate.model", "generate.random_weights", "generate.checkpoint", "generate.steps",
                  "generate.cfg_scale", "generate.eta", "generate.input_latent", "generate.precision", "run.seed"),
     run=run,
     models=("syncdreamer", "loftr"),
+    check_config=check_config,
 )

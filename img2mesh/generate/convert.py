@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 
 import torch
 
 from img2mesh.errors import WeightsError
+
+if TYPE_CHECKING:
+    from img2mesh.generate.model import SyncDreamer
 
 UNET_PREFIX = "model.diffusion_model."
 DEPTH_PREFIXES = (UNET_PREFIX + "middle_conditions.", UNET_PREFIX + "output_conditions.")

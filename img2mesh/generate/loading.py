@@ -22,7 +22,7 @@ from typing import Any, Mapping, Optional, Union
 import torch
 
 from img2mesh.errors import WeightsError
-from img2mesh.generate.config import SyncDreamerConfig
+from img2mesh.generate.architecture import SyncDreamerConfig
 from img2mesh.generate.convert import convert_official, full_manifest, load_converted
 from img2mesh.generate.model import SyncDreamer
 from img2mesh.utils.files import atomic_write_json, sha256_file, sha256_json

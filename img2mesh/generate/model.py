@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from img2mesh.generate import cameras
-from img2mesh.generate.config import SyncDreamerConfig
+from img2mesh.generate.architecture import SyncDreamerConfig
 from img2mesh.generate.unet import SyncDreamerUNet
 from img2mesh.generate.volume import SpatialVolumeNet
+from img2mesh.utils import cameras
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL
+    from transformers import CLIPVisionModelWithProjection
+
+    from img2mesh.pipeline.config import GenerateConfig
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -37,8 +43,15 @@ class Guidance:
     input latent multiplied by 4, exactly as the official HarmonyView code builds them.
     """
 
-    kind: str = "harmony"
-    scales: tuple[float, ...] = (2.0, 1.0)
+    kind: str
+    scales: tuple[float, ...]
+
+    @classmethod
+    def from_config(cls, cfg: "GenerateConfig") -> "Guidance":
+        """``generate.guidance`` with its scales (``cfg_scale``, or ``harmony_scales``)."""
+        if cfg.guidance == "cfg":
+            return cls("cfg", (cfg.cfg_scale,))
+        return cls("harmony", tuple(cfg.harmony_scales))
 
     @property
     def branches(self) -> int:

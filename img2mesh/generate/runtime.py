@@ -12,7 +12,8 @@ if TYPE_CHECKING:
     from img2mesh.generate.loading import LoadedWeights
     from img2mesh.generate.model import SyncDreamer
     from img2mesh.generate.precision import Precision
-    from img2mesh.pipeline.stage import StageContext
+    from img2mesh.pipeline.config import Config
+    from img2mesh.pipeline.contract import StageContext
 
 MODEL_NAME = "syncdreamer"  # what the stages that use it name in Stage.models
 
@@ -38,17 +39,29 @@ def syncdreamer(ctx: "StageContext") -> LoadedSyncDreamer:
 
     cfg = ctx.config.generate
     precision = Precision.for_run(cfg.precision, ctx.device)
-    key = (cfg.model, cfg.weights, cfg.checkpoint, tuple(cfg.hub_sources), cfg.trust_checkpoint, precision.name)
+    weights = "random" if cfg.random_weights else "pretrained"
+    key = (cfg.model, weights, cfg.checkpoint, tuple(cfg.hub_sources), cfg.trust_checkpoint, precision.name)
 
     def load() -> LoadedSyncDreamer:
         ctx.log.info("generate: loading SyncDreamer (%s, %s weights) on %s, denoiser in %s", cfg.model,
-                     cfg.weights, ctx.device, precision.name)
-        model, weights = load_syncdreamer(cfg.model, cfg.weights, cfg.checkpoint, cfg.hub_sources,
-                                          cfg.trust_checkpoint)
+                     weights, ctx.device, precision.name)
+        model, loaded = load_syncdreamer(cfg.model, weights, cfg.checkpoint, cfg.hub_sources,
+                                         cfg.trust_checkpoint)
         # cast before moving: the float32 copy of the denoiser never reaches the GPU
-        return LoadedSyncDreamer(precision.prepare(model).to(ctx.device), weights, precision)
+        return LoadedSyncDreamer(precision.prepare(model).to(ctx.device), loaded, precision)
 
     return ctx.models.get(MODEL_NAME, key, load, ctx.device)
+
+
+def check_checkpoint(config: "Config") -> None:
+    """A ``generate.checkpoint`` (``--checkpoint``) that is not a file is a usage error before anything runs."""
+    from pathlib import Path
+
+    from img2mesh.errors import UsageError
+
+    checkpoint = config.generate.checkpoint
+    if checkpoint is not None and not config.generate.random_weights and not Path(checkpoint).expanduser().is_file():
+        raise UsageError(f"checkpoint file {checkpoint} does not exist")
 
 
 def input_image(ctx: "StageContext") -> "torch.Tensor":
@@ -56,7 +69,7 @@ def input_image(ctx: "StageContext") -> "torch.Tensor":
     import torch
     from PIL import Image
 
-    from img2mesh.segment.recentre import composite_on_white
+    from img2mesh.utils.images import composite_on_white
 
     on_white = composite_on_white(Image.open(ctx.stage_dir("segment") / "input_rgba.png"))
     return torch.from_numpy(on_white * 2.0 - 1.0).permute(2, 0, 1)[None].float().to(ctx.device)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 
@@ -18,6 +18,9 @@ from img2mesh.generate.model import Guidance, SyncDreamer
 from img2mesh.generate.precision import Precision, float32_region
 from img2mesh.generate.scheduler import DDIMSchedule
 from img2mesh.utils.device import free_cached_memory, is_out_of_memory
+
+if TYPE_CHECKING:
+    from img2mesh.pipeline.config import GenerateConfig
 
 log = logging.getLogger("img2mesh")
 RandN = Callable[[tuple[int, ...]], torch.Tensor]
@@ -27,11 +30,16 @@ RandN = Callable[[tuple[int, ...]], torch.Tensor]
 class SamplerSettings:
     """Everything that shapes a sampling run besides the input and the random numbers."""
 
-    guidance: Guidance = Guidance()
-    steps: int = 50
-    eta: float = 1.0
-    batch_views: int = 16
-    input_latent: str = "sample"  # "sample" (official) or "mode"
+    guidance: Guidance
+    steps: int
+    eta: float
+    batch_views: int
+    input_latent: str  # "sample" (official) or "mode"
+
+    @classmethod
+    def from_config(cls, cfg: "GenerateConfig") -> "SamplerSettings":
+        """The run's ``generate.*`` settings."""
+        return cls(Guidance.from_config(cfg), cfg.steps, cfg.eta, cfg.batch_views, cfg.input_latent)
 
 
 def seeded_randn(seed: int, device: torch.device) -> RandN:

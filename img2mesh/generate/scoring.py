@@ -48,7 +48,7 @@ def _shrink(image: np.ndarray, size: int) -> np.ndarray:
 
 def foreground(rgb: np.ndarray) -> np.ndarray:
     """Foreground mask of a uint8 view on white (the reconstruct stage's white-background rule)."""
-    from img2mesh.reconstruct.views import white_background_mask
+    from img2mesh.utils.images import white_background_mask
 
     return white_background_mask(rgb.astype(np.float32) / 255.0)
 
@@ -108,7 +108,7 @@ def contact_sheet(samples: np.ndarray, scores: list[SampleScore], tile: int = 80
     """Every set as two rows of views at ``tile`` px with its scores printed underneath."""
     from PIL import Image, ImageDraw
 
-    from img2mesh.generate.stage import grid
+    from img2mesh.utils.images import grid
 
     columns = math.ceil(samples.shape[1] / 2)
     caption = 18

@@ -4,32 +4,26 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from img2mesh.pipeline.stage import Stage, StageContext
+from img2mesh.generate.runtime import check_checkpoint
+from img2mesh.pipeline.contract import Stage, StageContext
 from img2mesh.utils.files import atomic_save_image, atomic_write_json
+from img2mesh.utils.images import grid
 
-def grid(images: np.ndarray, columns: int) -> np.ndarray:
-    """N,H,W,3 -> one image with ``columns`` images per row."""
-    n, h, w, c = images.shape
-    rows = math.ceil(n / columns)
-    canvas = np.full((rows * h, columns * w, c), 255, np.uint8)
-    for i, img in enumerate(images):
-        r, k = divmod(i, columns)
-        canvas[r * h:(r + 1) * h, k * w:(k + 1) * w] = img
-    return canvas
+if TYPE_CHECKING:
+    from img2mesh.generate.scoring import SampleScore
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
     import torch
 
-    from img2mesh.generate import cameras
-    from img2mesh.generate.model import Guidance
     from img2mesh.generate.runtime import input_image, syncdreamer
     from img2mesh.generate.sampler import SamplerSettings, decode_views, sample_latents, seeded_randn
     from img2mesh.generate.scoring import best
+    from img2mesh.utils import cameras
 
     cfg = ctx.config.generate
     elevation_deg = float(json.loads((ctx.stage_dir("elevation") / "elevation.json").read_text())["elevation_deg"])
@@ -38,8 +32,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     device = torch.device(ctx.device)
     image = input_image(ctx).expand(cfg.num_samples, -1, -1, -1).contiguous()
     elevation = torch.full((cfg.num_samples,), math.radians(elevation_deg), device=device)
-    scales = (cfg.cfg_scale,) if cfg.guidance == "cfg" else tuple(cfg.harmony_scales)
-    settings = SamplerSettings(Guidance(cfg.guidance, scales), cfg.steps, cfg.eta, cfg.batch_views, cfg.input_latent)
+    settings = SamplerSettings.from_config(cfg)
+    scales = settings.guidance.scales
     randn = seeded_randn(ctx.config.run.seed, device)
     ctx.log.info("generate: %d sample(s), %s guidance %s, %d DDIM steps, eta %.2f, seed %d",
                  cfg.num_samples, cfg.guidance, list(scales), cfg.steps, cfg.eta, ctx.config.run.seed)
@@ -77,9 +71,9 @@ def score_sets(ctx: StageContext, views: np.ndarray, record: dict) -> list["Samp
     """Score every sample set (``scores.json``) and, for several sets, draw ``samples.png``."""
     from PIL import Image
 
-    from img2mesh.generate.cameras import look_at_pose
     from img2mesh.generate.scoring import best, contact_sheet, score_samples
-    from img2mesh.segment.recentre import composite_on_white
+    from img2mesh.utils.cameras import look_at_pose
+    from img2mesh.utils.images import composite_on_white
 
     rgba = Image.open(ctx.stage_dir("segment") / "input_rgba.png")
     input_pose = look_at_pose(0.0, math.radians(record["input_elevation_deg"]))
@@ -105,4 +99,5 @@ STAGE = Stage(
     version=2,  # 2: scores.json / samples.png
     run=run,
     models=("syncdreamer",),
+    check_config=check_checkpoint,
 )

@@ -9,12 +9,15 @@ walks those layers and applies the depth transformers at the same places.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.nn as nn
 
-from img2mesh.generate.config import UNetConfig
+from img2mesh.generate.architecture import UNetConfig
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DConditionModel
 
 # LDM output block index -> depth transformer index (needs num_res_blocks = 2 and 4 levels).
 OUTPUT_B2C = {3: 0, 4: 1, 5: 2, 6: 3, 7: 4, 8: 5, 9: 6, 10: 7, 11: 8}

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from img2mesh.generate.config import SyncDreamerConfig
+from img2mesh.generate.architecture import SyncDreamerConfig
 from img2mesh.generate.precision import float32_region
 
 

@@ -8,11 +8,14 @@ the object upright and facing the viewer. ``img2mesh eval`` undoes it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from img2mesh.utils.files import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:
+    import trimesh
 
 # Rows map world (x, y, z) to export (X, Y, Z) = (y, z, x).
 WORLD_TO_EXPORT = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from img2mesh.reconstruct.fields import NeuSField
+
+if TYPE_CHECKING:
+    import trimesh
 
 
 @torch.no_grad()

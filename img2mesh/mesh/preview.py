@@ -6,13 +6,17 @@ import io
 import logging
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from img2mesh.generate.cameras import intrinsics, look_at_pose
+from img2mesh.utils.cameras import intrinsics, look_at_pose
 from img2mesh.utils.files import atomic_save_image, atomic_write_bytes
 from img2mesh.utils.raster import rasterize
+
+if TYPE_CHECKING:
+    import trimesh
 
 log = logging.getLogger("img2mesh")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from img2mesh.pipeline.stage import Stage, StageContext
+from img2mesh.pipeline.contract import Stage, StageContext
 
 FRAME = "glTF: +Y up, input view along +Z; (X,Y,Z) = world (y,z,x)"
 
@@ -18,7 +18,7 @@ def make_mesh(ctx: StageContext, field_dir: Path, out_dir: Path) -> dict[str, An
     from img2mesh.mesh.export import export_mesh
     from img2mesh.mesh.extract import keep_main_component, marching_cubes, sdf_grid, surface_colors, vertex_colors
     from img2mesh.mesh.preview import write_previews
-    from img2mesh.reconstruct.stage import load_field
+    from img2mesh.reconstruct.storage import load_field
 
     cfg = ctx.config.mesh
     device = torch.device(ctx.device)
@@ -58,7 +58,7 @@ def make_mesh(ctx: StageContext, field_dir: Path, out_dir: Path) -> dict[str, An
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    from img2mesh.reconstruct.stage import sample_folders
+    from img2mesh.reconstruct.storage import sample_folders
 
     reconstructed = ctx.stage_dir("reconstruct")
     folders = sample_folders(reconstructed)

@@ -8,13 +8,16 @@ nearest covered texel so that bilinear filtering and mip-maps never pull backgro
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
 from img2mesh.mesh.unwrap import Unwrapped, unwrap
 from img2mesh.utils.raster import Raster, rasterize
+
+if TYPE_CHECKING:
+    import trimesh
 
 MATERIAL = "mesh_albedo"  # the texture is written as mesh_albedo.png next to mesh.obj / mesh.mtl
 ColorFn = Callable[[np.ndarray], np.ndarray]

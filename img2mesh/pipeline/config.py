@@ -1,8 +1,9 @@
-"""Configuration: ``configs/default.yaml`` + preset + ``--config`` file + ``--set`` overrides.
+"""Configuration: the defaults below + a preset + a ``--config`` file + ``--set`` overrides.
 
-The dataclasses below are the schema (names and types); the YAML files hold the values, so a
-default lives in exactly one place. Everything is validated on load and a wrong key or type is a
-:class:`UsageError` naming the dotted key.
+The dataclasses below are the schema and the only place a default lives (internal settings objects
+are built from a resolved :class:`Config`, never given defaults of their own). A preset
+(``img2mesh/configs/<preset>.yaml``, read with ``importlib.resources``) holds only what it changes.
+Everything is validated on load and a wrong key or type is a :class:`UsageError` naming the dotted key.
 """
 
 from __future__ import annotations
@@ -16,96 +17,101 @@ from typing import Any, Literal, Optional, Union
 
 from img2mesh.errors import UsageError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PRESETS = ("default", "smoke", "fast", "quality")
+PRESET_FOLDER = "configs"  # inside the package: smoke.yaml, fast.yaml, quality.yaml (what each changes)
 
 
 @dataclass
 class RunConfig:
-    seed: int
-    device: str
+    seed: int = 0  # one seed for every random draw of a run
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
 
 
 @dataclass
 class SegmentConfig:
-    use_alpha: Literal["auto", "always", "never"]
-    crop_size: int
-    max_pixels: int
-    weights: Literal["pretrained", "random"]
-    seg_size: int
-    matting_size: int
+    use_alpha: Literal["auto", "always", "never"] = "auto"  # use the input's own alpha instead of carvekit
+    crop_size: int = 200  # larger side of the object in the 256x256 input; -1 = only pad to square
+    max_pixels: int = 100_000_000  # refuse larger inputs before decoding them (decompression bombs)
+    random_weights: bool = False  # untrained carvekit networks: tests of the plumbing only
+    seg_size: int = 640  # Tracer-B7 input size
+    matting_size: int = 2048  # FBA matting input size
 
 
 @dataclass
 class ElevationConfig:
-    value: Optional[float]
-    default: float
-    min: float
-    max: float
-    search: list[float]
-    matcher: Literal["loftr", "sift"]
+    value: Optional[float] = None  # degrees; set (or --elevation) to skip estimation
+    default: float = 30.0  # used with a warning when estimation finds too few matches
+    min: float = -10.0  # SyncDreamer's trained range; estimates are clamped to it
+    max: float = 40.0
+    search: list[float] = dataclasses.field(default_factory=lambda: [-20.0, 60.0])  # 10 degree steps, then 1 around the best
+    matcher: Literal["loftr", "sift"] = "loftr"
 
 
 @dataclass
 class GenerateConfig:
-    model: Literal["full", "tiny"]
-    weights: Literal["pretrained", "random"]
-    checkpoint: Optional[str]
-    trust_checkpoint: bool
-    hub_sources: list[str]
-    guidance: Literal["cfg", "harmony"]
-    cfg_scale: float
-    harmony_scales: list[float]
-    steps: int
-    eta: float
-    num_samples: int
-    batch_views: int
-    precision: Literal["auto", "fp32", "fp16", "bf16"]
-    input_latent: Literal["sample", "mode"]
+    model: Literal["full", "tiny"] = "full"  # tiny: the conformance widths, for tests
+    random_weights: bool = False  # an untrained network: tests of the plumbing only
+    checkpoint: Optional[str] = None  # syncdreamer-pretrain.ckpt (--checkpoint); null = the Hugging Face Hub
+    trust_checkpoint: bool = False  # allow unpickling a checkpoint that safe loading refuses
+    hub_sources: list[str] = dataclasses.field(default_factory=lambda: [  # tried in order: "repo_type:owner/name/file"
+        "space:liuyuan-pal/SyncDreamer/ckpt/syncdreamer-pretrain.ckpt",
+        "model:camenduru/SyncDreamer/syncdreamer-pretrain.ckpt",
+    ])
+    guidance: Literal["cfg", "harmony"] = "harmony"
+    cfg_scale: float = 2.0
+    harmony_scales: list[float] = dataclasses.field(default_factory=lambda: [2.0, 1.0])
+    steps: int = 50
+    eta: float = 1.0
+    num_samples: int = 1
+    batch_views: int = 16
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # the denoiser's dtype on CUDA (auto: fp16)
+    input_latent: Literal["sample", "mode"] = "sample"
 
 
 @dataclass
 class ReconstructConfig:
-    field: Literal["mlp", "hashgrid"]
-    steps: int
-    rays_per_step: int
-    samples_per_ray: int
-    sampler: Literal["auto", "dense", "occupancy"]
-    grid_resolution: int
-    march_steps: int
-    learning_rate: float
-    warmup_steps: int
-    image_size: int
-    hidden: int
-    layers: int
-    hash_levels: int
-    hash_log2_size: int
-    mask_weight: float
-    eikonal_weight: float
-    curvature_weight: float
-    checkpoint_every: int
-    select: Union[Literal["auto", "all"], int]
+    field: Literal["mlp", "hashgrid"] = "mlp"  # vanilla NeuS, or a multi-resolution hash encoding
+    steps: int = 2000
+    rays_per_step: int = 4096
+    samples_per_ray: int = 128  # dense sampler: half uniform, half importance (NeuS up-sampling)
+    sampler: Literal["auto", "dense", "occupancy"] = "auto"  # auto: dense on every device for now
+    grid_resolution: int = 128  # occupancy grid cells per side
+    march_steps: int = 1024  # occupancy sampler: marching steps across the bounding cube's diagonal
+    learning_rate: float = 0.0005
+    warmup_steps: int = 200
+    image_size: int = 0  # resize the views for training (0 = as they are)
+    hidden: int = 256  # SDF network width
+    layers: int = 8  # SDF network depth (skip connection half-way)
+    hash_levels: int = 16  # hash-grid field: resolution levels (16 to 2048 cells)
+    hash_log2_size: int = 19  # hash-grid field: log2 of each level's table size
+    mask_weight: float = 0.1
+    eikonal_weight: float = 0.1
+    curvature_weight: float = 0.05  # normal smoothness, hash-grid field only
+    checkpoint_every: int = 500
+    select: Union[Literal["auto", "all"], int] = "auto"  # sample set to reconstruct: auto (best score) | K | all
 
 
 @dataclass
 class MeshConfig:
-    resolution: int
-    bound: float
-    formats: list[Literal["glb", "ply", "obj"]]
-    target_faces: Optional[int]
-    texture: bool
-    texture_size: int
-    preview: bool
+    resolution: int = 256  # marching-cubes grid
+    bound: float = 0.6  # extraction cube [-bound, bound]^3 (SyncDreamer's objects fit in 0.5)
+    formats: list[Literal["glb", "ply", "obj"]] = dataclasses.field(default_factory=lambda: ["glb"])
+    target_faces: Optional[int] = 100_000  # quadric decimation before unwrapping; null = keep all
+    texture: bool = True  # UV-unwrap (xatlas) and bake an albedo texture into GLB and OBJ
+    texture_size: int = 1024  # texture width and height in texels
+    preview: bool = True  # turntable.mp4 (GIF without ffmpeg) and preview.png
 
 
 @dataclass
 class Config:
-    run: RunConfig
-    segment: SegmentConfig
-    elevation: ElevationConfig
-    generate: GenerateConfig
-    reconstruct: ReconstructConfig
-    mesh: MeshConfig
+    """Every setting of a run. The defaults here are the only ones: presets and files change them."""
+
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    segment: SegmentConfig = dataclasses.field(default_factory=SegmentConfig)
+    elevation: ElevationConfig = dataclasses.field(default_factory=ElevationConfig)
+    generate: GenerateConfig = dataclasses.field(default_factory=GenerateConfig)
+    reconstruct: ReconstructConfig = dataclasses.field(default_factory=ReconstructConfig)
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration as plain data (what the manifest stores)."""
@@ -227,25 +233,35 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     return cls(**values)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml  # lazy: keeps `img2mesh --help` fast
+def preset_text(name: str) -> str:
+    """The YAML of a preset shipped inside the package (what it changes from the defaults)."""
+    from importlib.resources import files
 
+    return files("img2mesh").joinpath(PRESET_FOLDER, f"{name}.yaml").read_text(encoding="utf-8")
+
+
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read config file {path}: {exc}") from None
+
+
+def _parse_yaml(text: str, name: str) -> dict[str, Any]:
+    import yaml  # lazy: keeps `img2mesh --help` fast
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise UsageError(f"config file {path} is not valid YAML{where}") from None
+        raise UsageError(f"{name} is not valid YAML{where}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UsageError(f"config file {path} must hold a mapping of sections, not {type(data).__name__}")
+        raise UsageError(f"{name} must hold a mapping of sections, not {type(data).__name__}")
     return data
 
 
@@ -299,12 +315,12 @@ def load_config(
     """
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    data = _read_yaml(CONFIG_DIR / "default.yaml")
-    layers = [] if preset == "default" else [CONFIG_DIR / f"{preset}.yaml"]
+    data = dataclasses.asdict(Config())
+    layers = [] if preset == "default" else [(f"preset {preset}", preset_text(preset))]
     if config_file is not None:
-        layers.append(Path(config_file))
-    for layer in layers:
-        update = _read_yaml(layer)
+        layers.append((f"config file {config_file}", _read_text(Path(config_file))))
+    for name, text in layers:
+        update = _parse_yaml(text, name)
         # Validate the layer's keys on their own so an unknown key is named, not merged silently.
         _check_known(update, data, "")
         data = _merge(data, update)

@@ -2,7 +2,7 @@
 
 A stage asks ``ctx.models.get(name, key, load, device)`` for a model; the first call loads it, later
 calls with the same key get the same object. The runner knows which stages are still to come for
-the current input (each :class:`~img2mesh.pipeline.stage.Stage` names the models it ``uses``), so
+the current input (each :class:`~img2mesh.pipeline.contract.Stage` names the models it uses), so
 after every stage it releases what no later stage needs: when more inputs of a batch follow, the
 model is *parked* (moved to the CPU, kept for the next input, moved back on its next ``get``);
 otherwise it is dropped and its GPU memory returned. ``close()`` drops everything.

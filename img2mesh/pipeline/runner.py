@@ -18,11 +18,10 @@ from typing import Optional, Sequence
 from img2mesh import __version__
 from img2mesh.errors import Img2MeshError, InputError, StageError, UsageError
 from img2mesh.pipeline.config import Config
+from img2mesh.pipeline.contract import Reporter, SilentReporter, Stage, StageContext
 from img2mesh.pipeline.lock import RunLock
 from img2mesh.pipeline.manifest import Manifest, file_record, now_iso
 from img2mesh.pipeline.models import ModelCache
-from img2mesh.pipeline.reporting import Reporter
-from img2mesh.pipeline.stage import Stage, StageContext
 from img2mesh.utils.files import atomic_copy, path_size, sha256_file, sha256_json, sha256_path
 
 log = logging.getLogger("img2mesh")
@@ -99,10 +98,11 @@ class Runner:
     inputs follow (``run(..., more_inputs=True)``) and dropping it otherwise. ``close()`` drops all.
     """
 
-    def __init__(self, stages: Sequence[Stage], config: Config, reporter: Reporter, device: str) -> None:
+    def __init__(self, stages: Sequence[Stage], config: Config, device: str,
+                 reporter: Optional[Reporter] = None) -> None:
         self.stages = list(stages)
         self.config = config
-        self.reporter = reporter
+        self.reporter: Reporter = reporter if reporter is not None else SilentReporter()
         self.device = device
         self.models = ModelCache()
         self._park = False  # this input's `more_inputs`

@@ -9,23 +9,32 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from img2mesh.pipeline.config import ReconstructConfig
 
 PRIMES = (1, 2654435761, 805459861)
 
 
 @dataclass(frozen=True)
 class FieldConfig:
-    """Widths of a field; saved next to its weights so the mesh stage can rebuild it."""
+    """Widths of a field; saved next to its weights so the mesh stage can rebuild it.
 
-    kind: Literal["mlp", "hashgrid"] = "mlp"
-    hidden: int = 128
-    layers: int = 6
-    skip_at: int = 3
+    The first fields come from ``reconstruct.*`` (:meth:`from_config`); the others are the fixed
+    architecture.
+    """
+
+    kind: Literal["mlp", "hashgrid"]
+    hidden: int
+    layers: int
+    skip_at: int
+    hash_levels: int
+    hash_log2_size: int
     frequencies: int = 6
     feature_dim: int = 64
     color_hidden: int = 64
@@ -33,12 +42,16 @@ class FieldConfig:
     view_frequencies: int = 4
     init_radius: float = 0.4
     init_variance: float = 0.3
-    hash_levels: int = 16
     hash_features: int = 2
-    hash_log2_size: int = 19
     hash_base_resolution: int = 16
     hash_max_resolution: int = 2048
     bound: float = 1.0
+
+    @classmethod
+    def from_config(cls, cfg: "ReconstructConfig") -> "FieldConfig":
+        """The run's field: its kind and widths, the skip connection half-way."""
+        return cls(kind=cfg.field, hidden=cfg.hidden, layers=cfg.layers, skip_at=cfg.layers // 2,
+                   hash_levels=cfg.hash_levels, hash_log2_size=cfg.hash_log2_size)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -13,21 +13,32 @@ placing samples share the shading (``shade``):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
 from img2mesh.reconstruct.fields import NeuSField
 
+if TYPE_CHECKING:
+    from img2mesh.pipeline.config import ReconstructConfig
+
 
 @dataclass(frozen=True)
 class RenderSettings:
-    coarse_samples: int = 64
-    fine_samples: int = 64
+    """Dense sampling per ray: ``coarse_samples`` uniform + ``fine_samples`` by NeuS's up-sampling
+    (built from ``reconstruct.samples_per_ray`` by :meth:`from_config`); the rest is fixed."""
+
+    coarse_samples: int
+    fine_samples: int
     up_sample_steps: int = 4
     radius: float = 1.0  # the object lies inside this sphere around the origin
     background: float = 1.0  # white
+
+    @classmethod
+    def from_config(cls, cfg: "ReconstructConfig") -> "RenderSettings":
+        """Half of ``samples_per_ray`` uniform, half importance-sampled."""
+        return cls(coarse_samples=cfg.samples_per_ray // 2, fine_samples=cfg.samples_per_ray // 2)
 
 
 def sphere_near_far(origins: torch.Tensor, dirs: torch.Tensor, radius: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,37 +4,31 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from img2mesh.pipeline.stage import Stage, StageContext
-from img2mesh.utils.files import atomic_write_json
+from img2mesh.pipeline.contract import Stage, StageContext
+
+if TYPE_CHECKING:
+    from img2mesh.pipeline.config import Config
 
 CHECKPOINT = "checkpoint.pt"
-
-
-def field_config(ctx: StageContext) -> "FieldConfig":
-    from img2mesh.reconstruct.fields import FieldConfig
-
-    cfg = ctx.config.reconstruct
-    return FieldConfig(kind=cfg.field, hidden=cfg.hidden, layers=cfg.layers, skip_at=cfg.layers // 2,
-                       hash_levels=cfg.hash_levels, hash_log2_size=cfg.hash_log2_size)
 
 
 def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path],
                 folder: Optional[Path] = None) -> dict[str, Any]:
     """Train a field on the views of ``views_dir`` and save it in ``folder`` (default: the stage folder)."""
     import torch
-    from safetensors.torch import save_file
 
-    from img2mesh.reconstruct.fields import NeuSField
+    from img2mesh.reconstruct.fields import FieldConfig, NeuSField
     from img2mesh.reconstruct.occupancy import BOUND, make_grid
     from img2mesh.reconstruct.renderer import RenderSettings
+    from img2mesh.reconstruct.storage import save_field
     from img2mesh.reconstruct.trainer import TrainSettings, train
     from img2mesh.reconstruct.views import load_views
 
     cfg = ctx.config.reconstruct
     views = load_views(views_dir, cfg.image_size, cameras_file)
-    config = field_config(ctx)
+    config = FieldConfig.from_config(cfg)
     torch.manual_seed(ctx.config.run.seed)  # the initial weights too come from the run's seed
     field = NeuSField(config)
     device = torch.device(ctx.device)
@@ -43,12 +37,8 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
                 f"occupancy grid {cfg.grid_resolution}³ ({grid.backend}), {cfg.march_steps} steps across")
     ctx.log.info("reconstruct: %s field (%s), %d steps x %d rays, %s", cfg.field, field.backend,
                  cfg.steps, cfg.rays_per_step, sampling)
-    settings = TrainSettings(
-        steps=cfg.steps, rays_per_step=cfg.rays_per_step, learning_rate=cfg.learning_rate,
-        warmup_steps=min(cfg.warmup_steps, cfg.steps // 4), mask_weight=cfg.mask_weight,
-        eikonal_weight=cfg.eikonal_weight, curvature_weight=cfg.curvature_weight if cfg.field == "hashgrid" else 0.0,
-        checkpoint_every=cfg.checkpoint_every, seed=ctx.config.run.seed)
-    render = RenderSettings(coarse_samples=cfg.samples_per_ray // 2, fine_samples=cfg.samples_per_ray // 2)
+    settings = TrainSettings.from_config(cfg, ctx.config.run.seed)
+    render = RenderSettings.from_config(cfg)
     folder = folder or ctx.out_dir
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint = folder / CHECKPOINT
@@ -63,23 +53,9 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
     with ctx.progress("NeuS training", total=cfg.steps) as task:
         stats = train(field, views, settings, render, device, checkpoint, on_step=advance, grid=grid)
     checkpoint.unlink(missing_ok=True)  # a finished field needs no resume point
-    save_file({k: v.detach().cpu().contiguous() for k, v in field.state_dict().items()},
-              str(folder / "field.safetensors"))
-    atomic_write_json(folder / "field.json", {"config": config.to_dict(), "backend": field.backend})
+    save_field(field, folder)
     return {**stats, "field": cfg.field, "backend": field.backend, "mask_source": views.mask_source,
             "views": int(views.images.shape[0]), "view_size": list(views.size)}
-
-
-def load_field(folder: Path, device: str) -> "NeuSField":
-    """Rebuild the trained field the stage saved in ``folder``."""
-    from safetensors.torch import load_file
-
-    from img2mesh.reconstruct.fields import FieldConfig, NeuSField
-
-    record = json.loads((folder / "field.json").read_text())
-    field = NeuSField(FieldConfig(**record["config"]))
-    field.load_state_dict(load_file(folder / "field.safetensors"))
-    return field.to(device).eval().requires_grad_(False)
 
 
 def selected_samples(select: Any, scores: dict) -> list[int]:
@@ -94,13 +70,6 @@ def selected_samples(select: Any, scores: dict) -> list[int]:
     if not 0 <= select < count:
         raise StageError(f"--select {select}: the generate stage made {count} sample set(s) (0..{count - 1})")
     return [int(select)]
-
-
-def sample_folders(folder: Path) -> list[Path]:
-    """``folder`` itself when it holds one result, else its ``sample_K`` sub-folders (``--select all``)."""
-    if (folder / "field.json").is_file():
-        return [folder]
-    return sorted(folder.glob("sample_*/"), key=lambda p: int(p.name.split("_")[1]))
 
 
 def run_on_generated(ctx: StageContext) -> dict[str, Any]:
@@ -134,7 +103,17 @@ def check_views_folder(path: Path, config: "Config") -> None:
     load_views(path, config.reconstruct.image_size)
 
 
+def check_select(config: "Config") -> None:
+    """``--select K`` beyond the sample sets ``generate`` will make is a usage error before anything runs."""
+    from img2mesh.errors import UsageError
+
+    select, count = config.reconstruct.select, config.generate.num_samples
+    if isinstance(select, int) and select >= count:
+        raise UsageError(f"--select {select}: there are only {count} sample set(s) "
+                         f"(0..{count - 1}); raise --num-samples or pick another")
+
+
 _COMMON = dict(name="reconstruct", description="fit a NeuS signed-distance field to the views",
                outputs=("**/field.safetensors", "**/field.json"), config_keys=("reconstruct", "run.seed"))
-STAGE = Stage(reads=("generate",), run=run_on_generated, **_COMMON)
+STAGE = Stage(reads=("generate",), run=run_on_generated, check_config=check_select, **_COMMON)
 FOLDER_STAGE = Stage(reads=(), run=run_on_folder, check_input=check_views_folder, **_COMMON)

@@ -7,7 +7,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 import torch
@@ -18,24 +18,41 @@ from img2mesh.reconstruct.renderer import RenderSettings, render_packed, render_
 from img2mesh.reconstruct.views import Views, pixel_rays
 from img2mesh.utils.device import free_cached_memory, is_out_of_memory
 
+if TYPE_CHECKING:
+    from img2mesh.pipeline.config import ReconstructConfig
+
 log = logging.getLogger("img2mesh")
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    steps: int = 2000
-    rays_per_step: int = 4096
-    learning_rate: float = 5e-4
-    encoding_learning_rate: float = 1e-2
-    warmup_steps: int = 200
+    """How a field is fitted: built from ``reconstruct.*`` by :meth:`from_config`, not defaulted here.
+
+    The fields with values are fixed parts of the recipe, not configuration.
+    """
+
+    steps: int
+    rays_per_step: int
+    learning_rate: float
+    warmup_steps: int
+    mask_weight: float
+    eikonal_weight: float
+    curvature_weight: float
+    checkpoint_every: int
+    seed: int
+    encoding_learning_rate: float = 1e-2  # hash tables
     final_lr_factor: float = 0.05
     anneal_fraction: float = 0.2  # cosine annealing of NeuS's opacity over the first part of training
-    mask_weight: float = 0.1
-    eikonal_weight: float = 0.1
-    curvature_weight: float = 0.0
-    checkpoint_every: int = 500
-    seed: int = 0
     grid_update_every: int = 16  # occupancy-grid sampling only
+
+    @classmethod
+    def from_config(cls, cfg: "ReconstructConfig", seed: int) -> "TrainSettings":
+        """The run's settings (the curvature loss applies to the hash-grid field only)."""
+        return cls(steps=cfg.steps, rays_per_step=cfg.rays_per_step, learning_rate=cfg.learning_rate,
+                   warmup_steps=min(cfg.warmup_steps, cfg.steps // 4), mask_weight=cfg.mask_weight,
+                   eikonal_weight=cfg.eikonal_weight,
+                   curvature_weight=cfg.curvature_weight if cfg.field == "hashgrid" else 0.0,
+                   checkpoint_every=cfg.checkpoint_every, seed=seed)
 
 
 class RayBank:

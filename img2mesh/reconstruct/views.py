@@ -19,10 +19,10 @@ from typing import Optional
 import numpy as np
 
 from img2mesh.errors import InputError
+from img2mesh.utils.images import white_background_mask
 
 log = logging.getLogger("img2mesh")
 VIEW_NAME = re.compile(r"^(\d+)\.(png|jpg|jpeg|webp)$", re.IGNORECASE)
-WHITE_THRESHOLD = 0.93  # a pixel is background when all channels are above this (on white renders)
 
 
 @dataclass
@@ -38,20 +38,6 @@ class Views:
     @property
     def size(self) -> tuple[int, int]:
         return self.images.shape[2], self.images.shape[1]
-
-
-def _clean_mask(mask: np.ndarray) -> np.ndarray:
-    """Open then close with a 3x3 window and fill holes: drops speckle, keeps the silhouette."""
-    from scipy import ndimage
-
-    mask = ndimage.binary_opening(mask, iterations=1)
-    mask = ndimage.binary_closing(mask, iterations=2)
-    return ndimage.binary_fill_holes(mask)
-
-
-def white_background_mask(rgb: np.ndarray) -> np.ndarray:
-    """Foreground of an image rendered on white: any channel darker than the threshold."""
-    return _clean_mask((rgb < WHITE_THRESHOLD).any(-1))
 
 
 def find_view_files(folder: Path) -> list[Path]:
@@ -77,7 +63,7 @@ def read_cameras(folder: Path, count: int, width: int, path: Optional[Path] = No
 
     From cameras.json (its K is for its ``image_size``, 256 when absent), or the 16 SyncDreamer cameras.
     """
-    from img2mesh.generate import cameras
+    from img2mesh.utils import cameras
 
     path = path or folder / "cameras.json"
     if not path.is_file():

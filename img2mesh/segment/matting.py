@@ -9,14 +9,14 @@ networks across the inputs of a batch (parked on the CPU while the other stages 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from img2mesh.utils.weights import get_weight
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from img2mesh.pipeline.models import ModelCache
+    from img2mesh.pipeline.contract import ModelCache
 
 # carvekit's HiInterface defaults for object_type="object", which SyncDreamer uses.
 TRIMAP_PROB_THRESHOLD = 231
@@ -30,7 +30,7 @@ class RemoverSettings:
     """What a loaded background remover depends on (the cache key)."""
 
     device: str
-    weights: Literal["pretrained", "random"]
+    random_weights: bool
     seg_size: int
     matting_size: int
 
@@ -50,7 +50,7 @@ class BackgroundRemover:
         from carvekit.pipelines.postprocessing import MattingMethod
         from carvekit.trimap.generator import TrimapGenerator
 
-        pretrained = settings.weights == "pretrained"
+        pretrained = not settings.random_weights
         if pretrained:
             # Fetch (or find) both files first: a missing file then fails with our message,
             # not with a network traceback from inside carvekit.

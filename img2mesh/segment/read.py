@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from img2mesh.errors import InputError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 # Modes whose transparency survives conversion to RGBA; all others become RGB.
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")

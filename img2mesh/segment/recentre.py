@@ -9,8 +9,14 @@ scaled size is truncated with ``int()``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from img2mesh.utils.images import composite_on_white
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 IMAGE_SIZE = 256
 
@@ -28,13 +34,6 @@ class Recentred:
     def on_white(self) -> np.ndarray:
         """H,W,3 float32 in [0, 1]: RGB composited on white, in float as the official code does."""
         return composite_on_white(self.rgba)
-
-
-def composite_on_white(rgba: "Image.Image") -> np.ndarray:
-    """RGBA image -> H,W,3 float32 in [0,1] over a white background."""
-    values = np.asarray(rgba).astype(np.float32) / 255.0
-    alpha = values[:, :, 3:]
-    return values[:, :, :3] * alpha + 1 - alpha
 
 
 def alpha_bbox(alpha: np.ndarray) -> tuple[int, int, int, int]:

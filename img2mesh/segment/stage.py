@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from img2mesh.errors import StageError
-from img2mesh.pipeline.stage import Stage, StageContext
+from img2mesh.pipeline.contract import Stage, StageContext
 from img2mesh.segment.read import has_meaningful_alpha, load_image
 from img2mesh.segment.recentre import recentre
 from img2mesh.utils.files import atomic_save_image
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from img2mesh.pipeline.config import Config
 
 FOREGROUND_ALPHA = 128  # alpha at or above this counts as object for coverage and border checks
@@ -32,8 +34,9 @@ def cut_out(ctx: StageContext, photo: "Image.Image") -> tuple["Image.Image", str
     from img2mesh.segment.matting import RemoverSettings, get_remover
 
     cfg = ctx.config.segment
-    settings = RemoverSettings(ctx.device, cfg.weights, cfg.seg_size, cfg.matting_size)
-    ctx.log.info("segment: removing the background with carvekit (%s weights, %s)", cfg.weights, ctx.device)
+    settings = RemoverSettings(ctx.device, cfg.random_weights, cfg.seg_size, cfg.matting_size)
+    ctx.log.info("segment: removing the background with carvekit (%s weights, %s)",
+                 "random" if cfg.random_weights else "pretrained", ctx.device)
     with ctx.progress("background removal", total=1) as task:
         (result,) = get_remover(settings, ctx.models)([photo.convert("RGB")])
         task.advance()

@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Optional, Protocol, Sequence
 
 from img2mesh.errors import UsageError, WeightsError
+
+if TYPE_CHECKING:
+    import torch
 
 REPO_TYPES = ("model", "space", "dataset")
 
@@ -94,6 +97,9 @@ class HubWeight:
     def download(self) -> Path:
         from huggingface_hub import hf_hub_download
 
+        if not self.sources:
+            raise WeightsError(f"{self.description}: no Hugging Face source is configured "
+                               f"(generate.hub_sources is empty); pass {self.path_option} PATH")
         failures = []
         for src in self.sources:
             try:
@@ -206,12 +212,8 @@ class LoftrWeight:
         return f"kornia's loader (file {self.filename})"
 
 
-def registry(hub_sources: Optional[Sequence[str]] = None) -> list[WeightFile]:
-    """Every weight file img2mesh can use; ``hub_sources`` overrides SyncDreamer's sources."""
-    if hub_sources is None:
-        from img2mesh.pipeline.config import load_config
-
-        hub_sources = load_config().generate.hub_sources
+def registry(hub_sources: Sequence[str] = ()) -> list[WeightFile]:
+    """Every weight file img2mesh can use; ``hub_sources`` (``generate.hub_sources``) are SyncDreamer's."""
     return [
         HubWeight(
             name="syncdreamer",
@@ -219,7 +221,7 @@ def registry(hub_sources: Optional[Sequence[str]] = None) -> list[WeightFile]:
             used_by="generate, elevation",
             size="about 5.6 GB",
             sources=tuple(HubFile.parse(s) for s in hub_sources),
-            path_option="--weights",
+            path_option="--checkpoint",
         ),
         CarvekitWeight("tracer_b7", "carvekit Tracer-B7 segmentation weights", "segment",
                        "about 270 MB", "tracer_b7.pth"),
@@ -229,7 +231,7 @@ def registry(hub_sources: Optional[Sequence[str]] = None) -> list[WeightFile]:
     ]
 
 
-def get_weight(name: str, hub_sources: Optional[Sequence[str]] = None) -> WeightFile:
+def get_weight(name: str, hub_sources: Sequence[str] = ()) -> WeightFile:
     """Look a weight file up by name, or raise a UsageError listing the names."""
     entries = registry(hub_sources)
     for entry in entries:

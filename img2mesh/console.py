@@ -1,7 +1,9 @@
-"""Console output, the per-run log file, progress bars and result tables (Rich), in one place.
+"""The command line's console: messages, progress bars, the per-run log file and result tables (Rich).
 
-Messages and progress go to stderr, tables of results to stdout, so a script can capture the
-results without the chatter. Every message also lands in ``OUT/img2mesh.log``.
+:class:`ConsoleReporter` is the runner's :class:`~img2mesh.pipeline.contract.Reporter` for the CLI,
+and the one place that configures logging (a Rich handler on the ``img2mesh`` logger). Messages and
+progress go to stderr, tables of results to stdout, so a script can capture the results without the
+chatter. Every message also lands in ``OUT/img2mesh.log``.
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 if TYPE_CHECKING:
+    from img2mesh.pipeline.contract import Stage
     from img2mesh.pipeline.runner import RunResult
-    from img2mesh.pipeline.stage import Stage
+    from img2mesh.utils.weights import WeightFile
 
 log = logging.getLogger("img2mesh")
 
 
-class ProgressTask:
-    """Handle a stage uses to report progress of one loop."""
+class BarTask:
+    """A progress bar's task (a :class:`~img2mesh.pipeline.contract.ProgressTask`)."""
 
     def __init__(self, progress: Any = None, task_id: Any = None) -> None:
         self._progress = progress
@@ -33,7 +36,7 @@ class ProgressTask:
             self._progress.update(self._task_id, advance=steps, status=status)
 
 
-class Reporter:
+class ConsoleReporter:
     """Owns the Rich consoles, logging handlers and progress bars of one command."""
 
     def __init__(self, quiet: bool = False, verbose: bool = False) -> None:
@@ -73,20 +76,32 @@ class Reporter:
             handler.close()
 
     @contextmanager
-    def progress(self, description: str, total: Optional[float] = None) -> Iterator[ProgressTask]:
+    def progress(self, description: str, total: Optional[float] = None) -> Iterator[BarTask]:
         """A progress bar for one loop (hidden with --quiet); its duration is logged."""
         start = time.perf_counter()
         if self.quiet:
-            yield ProgressTask()
+            yield BarTask()
         else:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
             with Progress(*columns, console=self.err, transient=True) as bar:
-                yield ProgressTask(bar, bar.add_task(description, total=total, status=""))
+                yield BarTask(bar, bar.add_task(description, total=total, status=""))
         log.debug("%s: %.1f s", description, time.perf_counter() - start)
+
+    def section(self, title: str) -> None:
+        """A rule with the title (one per input of a batch)."""
+        from rich.markup import escape
+
+        self.err.rule(escape(title), style="dim")
 
 
 # Tables the CLI prints. Built here so the CLI stays a thin layer of parsing and printing.
@@ -155,7 +170,7 @@ def rows_table(title: str, rows: list[tuple[str, str]]) -> Any:
     return table
 
 
-def weights_table(entries: list[Any]) -> Any:
+def weights_table(entries: list["WeightFile"]) -> Any:
     """What ``img2mesh weights list`` shows."""
     from rich.markup import escape
     from rich.table import Table

@@ -1,10 +1,11 @@
 from pathlib import Path
 
 import pytest
+
 from img2mesh.errors import UsageError
 from img2mesh.pipeline.inputs import assign_run_dirs, check_output_dir, collect_images
 
-from conftest import write_rgba
+from helpers.images import write_rgba
 
 
 def test_folder_expands_to_sorted_images_only(tmp_path):

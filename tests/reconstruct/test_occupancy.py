@@ -11,9 +11,9 @@ import torch
 
 from img2mesh.reconstruct.occupancy import TorchGrid, cube_near_far, make_grid, marching_step, nerfacc_status
 from img2mesh.reconstruct.renderer import packed_weights, render_packed
-from img2mesh.reconstruct.trainer import TrainSettings, train
+from img2mesh.reconstruct.trainer import train
 
-from test_reconstruct import RENDER, SMALL, box_mesh, iou_with_truth, small_field
+from helpers.scenes import RENDER, box_mesh, iou_with_truth, render_views, small_field, small_settings
 
 CPU = torch.device("cpu")
 
@@ -98,7 +98,7 @@ def test_occupancy_training_recovers_the_box_and_resumes_exactly(box_views, tmp_
     """The same known-shape test as the dense sampler (see test_reconstruct), through the grid:
     IoU above 0.7 against the true box; and a run stopped at its checkpoint and resumed ends with
     the same weights as an uninterrupted one (the grid is in the checkpoint)."""
-    settings = TrainSettings(**SMALL, grid_update_every=8)
+    settings = small_settings(grid_update_every=8)
 
     def run(checkpoint=None):
         field = small_field()
@@ -148,6 +148,5 @@ def test_nerfacc_matches_the_pytorch_grid_on_cuda():
 @pytest.fixture(scope="module")
 def box_views(tmp_path_factory):
     from img2mesh.reconstruct.views import load_views
-    from test_reconstruct import render_views
 
     return load_views(render_views(box_mesh(), tmp_path_factory.mktemp("box"), size=64))

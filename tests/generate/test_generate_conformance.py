@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 
-from img2mesh.generate.config import SyncDreamerConfig
+from img2mesh.generate.architecture import SyncDreamerConfig
 from img2mesh.generate.loading import load_syncdreamer
 from img2mesh.generate.model import Guidance, sinusoid
 from img2mesh.generate.sampler import SamplerSettings, ViewBatcher, decode_views, sample_latents

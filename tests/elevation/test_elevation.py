@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import trimesh
 
+from img2mesh.console import ConsoleReporter
 from img2mesh.elevation.estimate import MIN_MATCHES, estimate_elevation, rig_cameras
 from img2mesh.elevation.matching import sift_matches
 from img2mesh.elevation.stage import STAGE as ELEVATION
 from img2mesh.pipeline.config import load_config
-from img2mesh.pipeline.reporting import Reporter
 from img2mesh.pipeline.runner import Runner
 from img2mesh.utils.raster import rasterize
 
-GSO = Path(__file__).resolve().parents[2] / "shared" / "gso"
+from helpers.data import CHICKEN, GSO
+
 TRAINED = (-10.0, 40.0)
 SEARCH = (-20.0, 60.0)
 
@@ -46,7 +46,7 @@ def textured_renders(mesh: trimesh.Trimesh, elevation: float, size: int = 256):
 
 
 def gso_mesh(name: str) -> trimesh.Trimesh:
-    from img2mesh.mesh.evaluate import normalise_ground_truth
+    from img2mesh.evaluation.gso import normalise_ground_truth
 
     path = GSO / name / "model.obj"
     if not path.is_file():
@@ -81,7 +81,7 @@ def test_too_few_matches_fall_back_to_the_default():
 
 def run(recorder, image, out, *overrides):
     stages = [recorder.stage("segment"), ELEVATION]
-    return Runner(stages, load_config(overrides=list(overrides)), Reporter(quiet=True), "cpu").run(image, out)
+    return Runner(stages, load_config(overrides=list(overrides)), "cpu", ConsoleReporter(quiet=True)).run(image, out)
 
 
 def test_given_elevation_is_written_and_recorded(recorder, image, tmp_path):
@@ -105,10 +105,10 @@ def test_estimate_in_the_pipeline_with_the_tiny_model(tmp_path):
 
     from img2mesh.cli import app
 
-    image = Path(__file__).resolve().parents[1] / "assets" / "chicken.png"
+    image = CHICKEN
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["run", str(image), "-o", str(out), "--until", "elevation", "--device", "cpu",
-                                      "-q", "--set", "generate.model=tiny", "--set", "generate.weights=random",
+                                      "-q", "--set", "generate.model=tiny", "--set", "generate.random_weights=true",
                                       "--set", "generate.steps=2", "--set", "elevation.matcher=sift"])
     assert result.exit_code == 0, result.output
     folder = out / "elevation"

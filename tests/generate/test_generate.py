@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from img2mesh.cli import app
 from img2mesh.errors import WeightsError
-from img2mesh.generate import cameras
-from img2mesh.generate.config import SyncDreamerConfig
+from img2mesh.generate.architecture import SyncDreamerConfig
 from img2mesh.generate.loading import load_syncdreamer, read_state_dict
+from img2mesh.utils import cameras
 
-from conftest import conformance_dir
+from helpers.data import conformance_dir
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ def test_hub_unreachable_says_what_to_download(cache, monkeypatch):
         load_syncdreamer("full", hub_sources=["model:nobody/nothing/syncdreamer-pretrain.ckpt"])
     message = str(info.value)
     assert "syncdreamer-pretrain.ckpt" in message and "img2mesh weights download syncdreamer" in message
-    assert "--weights" in message and "HF_HUB_OFFLINE" in message
+    assert "--checkpoint" in message and "HF_HUB_OFFLINE" in message
 
 
 def test_missing_checkpoint_path(cache, tmp_path):
@@ -143,11 +143,12 @@ def test_cameras_match_the_official_table(conformance):
 
 
 def test_zero123_mode_gives_one_view_per_pose():
+    from img2mesh.generate.model import Guidance
     from img2mesh.generate.sampler import SamplerSettings, sample_novel_view, seeded_randn
 
     model, _ = load_syncdreamer("tiny", "random")
     image = torch.zeros(1, 3, 256, 256)
-    settings = SamplerSettings(steps=2)
+    settings = SamplerSettings(Guidance("cfg", (2.0,)), 2, 1.0, 1, "sample")
     up = sample_novel_view(model, image, 10.0, 0.0, settings, seeded_randn(0, torch.device("cpu")))
     down = sample_novel_view(model, image, -10.0, 0.0, settings, seeded_randn(0, torch.device("cpu")))
     again = sample_novel_view(model, image, 10.0, 0.0, settings, seeded_randn(0, torch.device("cpu")))
@@ -155,7 +156,7 @@ def test_zero123_mode_gives_one_view_per_pose():
     assert torch.equal(up, again) and not torch.allclose(up, down)
 
 
-TINY = ["--set", "generate.model=tiny", "--set", "generate.weights=random", "--set", "generate.steps=2",
+TINY = ["--set", "generate.model=tiny", "--set", "generate.random_weights=true", "--set", "generate.steps=2",
         "--set", "generate.guidance=cfg", "--set", "generate.cfg_scale=1.0", "--elevation", "30",
         "--until", "generate", "--device", "cpu", "-q"]
 

@@ -3,7 +3,9 @@ from pathlib import Path
 import pytest
 
 from img2mesh.errors import UsageError
-from img2mesh.pipeline.config import CONFIG_DIR, PRESETS, config_keys, load_config
+from img2mesh.pipeline.config import PRESETS, config_keys, load_config, preset_text
+
+from helpers.data import ROOT
 
 
 def test_default_config_loads_with_documented_values():
@@ -18,7 +20,8 @@ def test_default_config_loads_with_documented_values():
 def test_every_preset_loads_and_changes_only_known_keys(preset):
     cfg = load_config(preset)
     assert cfg.run.seed == 0
-    assert (CONFIG_DIR / f"{preset}.yaml").is_file()
+    if preset != "default":  # the defaults are the schema's; a preset file holds only changes
+        assert "reconstruct:" in preset_text(preset)
 
 
 def test_presets_differ_where_they_say():
@@ -92,9 +95,50 @@ def test_values_win_over_overrides():
     assert cfg.run.seed == 9
 
 
-def test_schema_keys_are_all_in_default_yaml():
-    import yaml
+def test_every_key_has_one_default_and_the_readme_documents_it():
+    """The schema's defaults are the only ones; README's key table names every key (by its last part)."""
+    import dataclasses
 
-    data = yaml.safe_load((CONFIG_DIR / "default.yaml").read_text())
-    flat = {f"{s}.{k}" for s, section in data.items() for k in section}
-    assert flat == set(config_keys())
+    from img2mesh.pipeline.config import Config
+
+    defaults = dataclasses.asdict(Config())
+    assert {f"{section}.{key}" for section, values in defaults.items() for key in values} == set(config_keys())
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| key | default | meaning |"):readme.index("## Stages")]
+    missing = [key for key in config_keys() if f"`{key}`" not in table and f"{key.split('.')[-1]}`" not in table]
+    assert not missing, f"README's configuration table lacks {missing}"
+
+
+def test_internal_settings_take_no_defaults_of_their_own():
+    """TrainSettings, SamplerSettings, Guidance and FieldConfig are built from the config."""
+    import dataclasses
+
+    from img2mesh.generate.model import Guidance
+    from img2mesh.generate.sampler import SamplerSettings
+    from img2mesh.reconstruct.fields import FieldConfig
+    from img2mesh.reconstruct.trainer import TrainSettings
+
+    config_backed = {TrainSettings: {"steps", "rays_per_step", "learning_rate", "warmup_steps", "mask_weight",
+                                     "eikonal_weight", "curvature_weight", "checkpoint_every", "seed"},
+                     SamplerSettings: {"guidance", "steps", "eta", "batch_views", "input_latent"},
+                     Guidance: {"kind", "scales"},
+                     FieldConfig: {"kind", "hidden", "layers", "skip_at", "hash_levels", "hash_log2_size"}}
+    for cls, names in config_backed.items():
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        with_default = [n for n in names if fields[n].default is not dataclasses.MISSING]
+        assert not with_default, f"{cls.__name__} has its own defaults for {with_default}"
+
+
+def test_config_command_prints_the_resolved_config():
+    import yaml
+    from typer.testing import CliRunner
+
+    from img2mesh.cli import app
+
+    result = CliRunner().invoke(app, ["config", "--preset", "smoke", "--set", "generate.steps=7"])
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.stdout)
+    assert shown["generate"]["steps"] == 7 and shown["reconstruct"]["steps"] == 500
+    assert shown["mesh"]["resolution"] == load_config("smoke").mesh.resolution
+    bad = CliRunner().invoke(app, ["config", "--set", "generate.nope=1"])
+    assert bad.exit_code == 2 and "unknown config key generate.nope" in bad.stderr

@@ -8,23 +8,22 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
+from img2mesh.console import ConsoleReporter
 from img2mesh.errors import LockedError, StageError
 from img2mesh.pipeline.config import load_config
 from img2mesh.pipeline.lock import LOCK_NAME, RunLock
-from img2mesh.pipeline.reporting import Reporter
 from img2mesh.pipeline.runner import Runner
 
-from conftest import Recorder, snapshot
+from helpers.stages import snapshot
 
 
 def make_runner(stages, **overrides) -> Runner:
     cfg = load_config(overrides=[f"{k}={v}" for k, v in overrides.items()])
-    return Runner(stages, cfg, Reporter(quiet=True), "cpu")
+    return Runner(stages, cfg, "cpu", ConsoleReporter(quiet=True))
 
 
 def statuses(result) -> dict[str, str]:
@@ -187,7 +186,7 @@ def test_stage_that_forgets_an_output_fails(image, tmp_path, recorder):
 def test_other_input_in_same_folder_is_refused_without_force(image, tmp_path, recorder):
     out = tmp_path / "out"
     make_runner(recorder.chain()).run(image, out)
-    from conftest import write_rgba
+    from helpers.images import write_rgba
 
     other = write_rgba(tmp_path / "dog.png", seed=3)
     before = snapshot(out)
@@ -233,9 +232,9 @@ KILLED_SCRIPT = """
 import sys, time
 from pathlib import Path
 from img2mesh.pipeline.config import load_config
-from img2mesh.pipeline.reporting import Reporter
+from img2mesh.console import ConsoleReporter
 from img2mesh.pipeline.runner import Runner
-from img2mesh.pipeline.stage import Stage
+from img2mesh.pipeline.contract import Stage
 
 def slow(ctx):
     (ctx.out_dir / "out.txt").write_text("half a fi")  # deliberately not atomic
@@ -243,7 +242,7 @@ def slow(ctx):
     time.sleep(60)
 
 stages = [Stage("a", "", (), ("out.txt",), (), run=slow)]
-Runner(stages, load_config(), Reporter(quiet=True), "cpu").run(Path(sys.argv[1]), Path(sys.argv[2]))
+Runner(stages, load_config(), "cpu", ConsoleReporter(quiet=True)).run(Path(sys.argv[1]), Path(sys.argv[2]))
 """
 
 
@@ -329,7 +328,7 @@ def test_a_model_leaves_the_gpu_once_no_later_stage_uses_it(image, tmp_path, rec
 
 
 def test_a_batch_parks_models_on_the_cpu_and_reuses_them(image, tmp_path, recorder):
-    from conftest import write_rgba
+    from helpers.images import write_rgba
 
     second = write_rgba(tmp_path / "inputs" / "dog.png", seed=1)
     loads, moves, seen = [], [], {}

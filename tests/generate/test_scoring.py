@@ -12,14 +12,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from img2mesh.cli import app
-from img2mesh.generate import cameras
 from img2mesh.generate.scoring import consistency, contact_sheet, score_samples
-from img2mesh.segment.recentre import composite_on_white
+from img2mesh.utils import cameras
+from img2mesh.utils.images import composite_on_white
 
-from conftest import snapshot
-from test_reconstruct import box_mesh, render_views
-
-GSO = Path(__file__).resolve().parents[2] / "shared" / "gso"
+from helpers.data import GSO
+from helpers.scenes import box_mesh, render_views
+from helpers.stages import snapshot
 
 
 def gso_views(name: str) -> np.ndarray:
@@ -93,11 +92,11 @@ def fake_generate(ctx):
 
 
 def run_selection(tmp_path: Path, select, out: Path):
+    from img2mesh.console import ConsoleReporter
     from img2mesh.mesh.stage import STAGE as MESH
     from img2mesh.pipeline.config import load_config
-    from img2mesh.pipeline.reporting import Reporter
+    from img2mesh.pipeline.contract import Stage
     from img2mesh.pipeline.runner import Runner
-    from img2mesh.pipeline.stage import Stage
     from img2mesh.reconstruct.stage import STAGE as RECONSTRUCT
 
     stages = [Stage("segment", "", (), ("input_rgba.png",), (), run=fake_segment),
@@ -109,7 +108,7 @@ def run_selection(tmp_path: Path, select, out: Path):
     config = load_config("smoke", overrides=[
         "reconstruct.steps=8", "reconstruct.rays_per_step=64", "reconstruct.image_size=0",
         "mesh.resolution=32", "mesh.texture_size=32", f"reconstruct.select={select}", "generate.num_samples=2"])
-    result = Runner(stages, config, Reporter(quiet=True), "cpu").run(image, out)
+    result = Runner(stages, config, "cpu", ConsoleReporter(quiet=True)).run(image, out)
     assert result.ok, result.error
     return json.loads((out / "img2mesh.json").read_text())["stages"]
 

@@ -1,25 +1,28 @@
-"""The papers' reconstruction metric on Google Scanned Objects (``../shared/gso/README.md``).
+"""The papers' reconstruction metric, for two meshes in the same (reconstruction world) frame.
 
-Ground truth is normalised (largest bounding-box side 1, box centred at the origin) and turned
-about z by Rz(−angle) for the object. Chamfer distance: depth maps of each mesh at the 16
-SyncDreamer cameras, back-projected, merged, voxel-down-sampled at 0.01, then the mean of the two
-mean nearest-neighbour distances. Volume IoU: inside/outside of each mesh on a 64³ grid spanning
-[-1, 1]³ (world units, no renormalisation).
+Chamfer distance: depth maps of each mesh at the 16 SyncDreamer cameras, back-projected, merged,
+voxel-down-sampled at 0.01, then the mean of the two mean nearest-neighbour distances. Volume IoU:
+inside/outside of each mesh on a 64³ grid spanning [-1, 1]³ (world units, no renormalisation).
+Colour PSNR: the mesh's bare albedo re-rendered at views' cameras against the views.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import torch
 
-from img2mesh.generate import cameras
+from img2mesh.utils import cameras
 from img2mesh.utils.raster import backproject, rasterize
 
-GSO_ANGLES_DEG = {"chicken": 270.0, "lion": 270.0, "sofa": -90.0, "school_bus2": 225.0, "teapot": 0.0, "bell": 0.0}
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import trimesh
+
 VOXEL = 0.01
 IOU_RESOLUTION = 64
 
@@ -29,19 +32,6 @@ class Scores:
     chamfer: float
     iou: float
     psnr: Optional[float] = None  # with views: colours re-rendered at their cameras (``render_psnr``)
-
-
-def normalise_ground_truth(mesh: "trimesh.Trimesh", angle_deg: float) -> "trimesh.Trimesh":
-    """Scale the largest bounding-box side to 1, centre the box, rotate by Rz(-angle)."""
-    out = mesh.copy()
-    lo, hi = out.bounds
-    out.apply_translation(-(lo + hi) / 2)
-    out.apply_scale(1.0 / (hi - lo).max())
-    a = math.radians(-angle_deg)
-    rotation = np.eye(4)
-    rotation[:2, :2] = [[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]
-    out.apply_transform(rotation)
-    return out
 
 
 def surface_points(mesh: "trimesh.Trimesh", size: int = 256) -> np.ndarray:
@@ -159,22 +149,3 @@ def render_psnr(mesh: "trimesh.Trimesh", views_dir: "Path") -> float:
         mse = float(((rendered - image) ** 2).mean())
         values.append(10 * math.log10(1.0 / max(mse, 1e-10)))
     return float(np.mean(values))
-
-
-def evaluate_files(prediction: "Path", ground_truth: "Path", object_name: str, frame: str = "export",
-                   views: Optional["Path"] = None) -> Scores:
-    """``img2mesh eval``: undo the export frame (unless ``frame == 'world'``), normalise the GT, score;
-    with ``views`` (e.g. ``../shared/gso/NAME``) also the colour PSNR at their cameras."""
-    from img2mesh.errors import UsageError
-    from img2mesh.mesh.export import to_world_frame
-
-    if object_name not in GSO_ANGLES_DEG:
-        raise UsageError(f"unknown object {object_name!r}; known: {', '.join(sorted(GSO_ANGLES_DEG))}")
-    if frame not in ("export", "world"):
-        raise UsageError("--frame must be export or world")
-    pred = load_mesh(prediction)
-    if frame == "export":
-        pred = to_world_frame(pred)
-    gt = normalise_ground_truth(load_mesh(ground_truth), GSO_ANGLES_DEG[object_name])
-    scores = evaluate(pred, gt)
-    return scores if views is None else replace(scores, psnr=render_psnr(pred, views))

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from img2mesh.console import ConsoleReporter
 from img2mesh.errors import InputError
-from img2mesh.pipeline import stages as stages_module
 from img2mesh.pipeline.config import load_config
-from img2mesh.pipeline.reporting import Reporter
 from img2mesh.pipeline.runner import Runner
 from img2mesh.segment.read import load_image
 from img2mesh.segment.recentre import recentre
 from img2mesh.segment.stage import STAGE as SEGMENT
+
 
 def rgba_canvas(width: int, height: int, box: tuple[int, int, int, int], colour=(200, 30, 60)) -> Image.Image:
     """Transparent image with an opaque rectangle covering x0..x1-1, y0..y1-1, garbage RGB elsewhere."""
@@ -153,7 +153,7 @@ def test_bad_photos_are_refused_before_out_is_touched(tmp_path, make, message):
     with pytest.raises(InputError, match=message):
         load_image(bad, 10**8)
     out = tmp_path / "out"
-    result = Runner([SEGMENT], load_config(), Reporter(quiet=True), "cpu").run(bad, out)
+    result = Runner([SEGMENT], load_config(), "cpu", ConsoleReporter(quiet=True)).run(bad, out)
     assert not result.ok and result.exit_code == 1
     assert not out.exists()  # nothing written, not even the log
 
@@ -162,7 +162,7 @@ def test_bad_photos_are_refused_before_out_is_touched(tmp_path, make, message):
 
 def run_segment(image: Path, out: Path, *overrides: str):
     cfg = load_config(overrides=["segment.seg_size=64", "segment.matting_size=64", *overrides])
-    return Runner([SEGMENT], cfg, Reporter(quiet=True), "cpu").run(image, out)
+    return Runner([SEGMENT], cfg, "cpu", ConsoleReporter(quiet=True)).run(image, out)
 
 
 def test_rgba_input_skips_the_model_and_writes_outputs(tmp_path):
@@ -204,7 +204,7 @@ def test_carvekit_with_untrained_weights_runs_and_finds_no_object(tmp_path):
     photo = tmp_path / "photo.jpg"
     Image.new("RGB", (96, 64), (120, 80, 40)).save(photo)
     out = tmp_path / "out"
-    result = run_segment(photo, out, "segment.weights=random")
+    result = run_segment(photo, out, "segment.random_weights=true")
     assert not result.ok
     assert result.error == "no object found in photo.jpg; pass an RGBA image or --no-segment"
     assert not (out / "segment").exists()
@@ -215,14 +215,14 @@ def test_background_remover_batches_and_is_kept_loaded():
     from img2mesh.pipeline.models import ModelCache
     from img2mesh.segment.matting import RemoverSettings, get_remover
 
-    settings = RemoverSettings("cpu", "random", 64, 64)
+    settings = RemoverSettings("cpu", True, 64, 64)
     models = ModelCache()
     remover = get_remover(settings, models)
     outputs = remover([Image.new("RGB", (80, 50), (1, 2, 3)), Image.new("RGB", (30, 70))])
     assert [(o.mode, o.size) for o in outputs] == [("RGBA", (80, 50)), ("RGBA", (30, 70))]
-    assert get_remover(RemoverSettings("cpu", "random", 64, 64), models) is remover  # same networks
+    assert get_remover(RemoverSettings("cpu", True, 64, 64), models) is remover  # same networks
     assert not any(p.requires_grad for network in remover._networks for p in network.parameters())
-    assert not settings.fp16 and RemoverSettings("cuda:0", "random", 64, 64).fp16
+    assert not settings.fp16 and RemoverSettings("cuda:0", True, 64, 64).fp16
 
 
 def test_missing_carvekit_weights_offline_say_what_to_do(tmp_path, monkeypatch):

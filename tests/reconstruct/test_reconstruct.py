@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,44 +15,18 @@ from typer.testing import CliRunner
 
 from img2mesh.cli import app
 from img2mesh.errors import InputError
-from img2mesh.generate import cameras
-from img2mesh.mesh.evaluate import evaluate, normalise_ground_truth, occupancy, volume_iou
+from img2mesh.evaluation.gso import normalise_ground_truth
+from img2mesh.evaluation.metrics import evaluate, occupancy
 from img2mesh.mesh.export import WORLD_TO_EXPORT, export_mesh, to_world_frame
 from img2mesh.mesh.extract import keep_main_component, marching_cubes
-from img2mesh.reconstruct.fields import FieldConfig, NeuSField
-from img2mesh.reconstruct.renderer import RenderSettings
-from img2mesh.reconstruct.trainer import TrainSettings, train
+from img2mesh.reconstruct.fields import NeuSField
+from img2mesh.reconstruct.trainer import train
 from img2mesh.reconstruct.views import load_views, pixel_rays
-from img2mesh.utils.raster import rasterize
+from img2mesh.utils import cameras
 
-from conftest import snapshot
-
-
-def render_views(mesh: trimesh.Trimesh, folder: Path, size: int = 64, alpha: bool = True, padding: int = 3) -> Path:
-    """The mesh at the 16 SyncDreamer cameras, colour from position, RGBA (or RGB on white)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    K = torch.tensor(cameras.intrinsics(size), dtype=torch.float32)
-    colors = (np.asarray(mesh.vertices) * 0.8 + 0.5).clip(0, 1)
-    for i, pose in enumerate(cameras.target_poses()):
-        raster = rasterize(torch.tensor(mesh.vertices, dtype=torch.float32), torch.tensor(mesh.faces), K,
-                           torch.tensor(pose, dtype=torch.float32), size, size)
-        covered = raster.mask.numpy()
-        image = np.ones((size, size, 3))
-        face = raster.face.numpy()[covered]
-        image[covered] = (colors[mesh.faces[face]] * raster.bary.numpy()[covered][..., None]).sum(1)
-        rgb = (image * 255).round().astype(np.uint8)
-        if alpha:
-            Image.fromarray(np.dstack([rgb, covered.astype(np.uint8) * 255])).save(folder / f"{i:0{padding}d}.png")
-        else:
-            Image.fromarray(rgb).save(folder / f"{i:0{padding}d}.png")
-    return folder
-
-
-def box_mesh() -> trimesh.Trimesh:
-    """An off-centre box: far from the sphere NeuS starts from, so recovering it means learning."""
-    box = trimesh.creation.box(extents=(0.6, 0.35, 0.45))
-    box.apply_translation((0.08, -0.05, 0.02))
-    return box
+from helpers.data import GSO
+from helpers.scenes import RENDER, box_mesh, iou_with_truth, mesh_untrained_field, render_views, small_field, small_settings
+from helpers.stages import snapshot
 
 
 def test_pixel_rays_go_through_pixel_centres():
@@ -117,8 +90,7 @@ def test_bad_view_folders(tmp_path, problem, message):
 def test_fields_start_from_a_sphere_and_differentiate():
     axes = torch.cat([torch.eye(3), -torch.eye(3)])
     for kind in ("mlp", "hashgrid"):
-        torch.manual_seed(0)
-        field = NeuSField(FieldConfig(kind=kind, hidden=64, layers=4, skip_at=2, hash_log2_size=14))
+        field = small_field(kind)
         with torch.no_grad():
             centre, outside = field.sdf(torch.zeros(1, 3)), field.sdf(axes * 0.9)
         # geometric initialisation: roughly |x| - r (noisy for narrow networks)
@@ -128,23 +100,6 @@ def test_fields_start_from_a_sphere_and_differentiate():
         grad.sum().backward()  # the eikonal loss needs gradients of the gradient
         first = list(field.sdf_net.linears[0].parameters())
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in first), kind
-
-
-SMALL = dict(steps=160, rays_per_step=256, learning_rate=5e-3, warmup_steps=10, checkpoint_every=60)
-RENDER = RenderSettings(coarse_samples=32, fine_samples=32, up_sample_steps=2)
-
-
-def small_field(kind: str = "mlp") -> NeuSField:
-    torch.manual_seed(0)  # the same initial weights every time
-    return NeuSField(FieldConfig(kind=kind, hidden=64, layers=4, skip_at=2, hash_log2_size=14))
-
-
-def iou_with_truth(field: NeuSField, truth: trimesh.Trimesh) -> float:
-    from img2mesh.mesh.extract import sdf_grid
-
-    device = next(field.parameters()).device
-    mesh = keep_main_component(marching_cubes(sdf_grid(field, 64, 0.6, device), 0.6))
-    return volume_iou(mesh, truth)
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +115,7 @@ def test_neus_recovers_a_known_shape(box_views):
     truth = box_mesh()
     field = small_field()
     before = iou_with_truth(field, truth)
-    stats = train(field, box_views, TrainSettings(**SMALL), RENDER, torch.device("cpu"))
+    stats = train(field, box_views, small_settings(), RENDER, torch.device("cpu"))
     after = iou_with_truth(field, truth)
     assert before < 0.4 and after > 0.7, (before, after)
     assert stats["loss_last"] < stats["loss_first"]
@@ -175,9 +130,8 @@ def test_tinycudann_encoding_learns_the_shape_like_the_pytorch_one(box_views):
     scores = {}
     for accelerated in (True, False):
         torch.manual_seed(0)
-        field = NeuSField(FieldConfig(kind="hashgrid", hidden=64, layers=4, skip_at=2, hash_log2_size=14),
-                          accelerated=accelerated)
-        train(field, box_views, TrainSettings(**{**SMALL, "steps": 300}, curvature_weight=0.05), RENDER, cuda)
+        field = NeuSField(small_field("hashgrid").config, accelerated=accelerated)
+        train(field, box_views, small_settings(steps=300, curvature_weight=0.05), RENDER, cuda)
         scores[field.backend] = iou_with_truth(field, box_mesh())
     assert set(scores) == {"tinycudann", "pytorch"}
     assert scores["tinycudann"] > 0.6 and abs(scores["tinycudann"] - scores["pytorch"]) < 0.1, scores
@@ -190,7 +144,7 @@ def test_tinycudann_encoding_learns_the_shape_like_the_pytorch_one(box_views):
     pytest.param(torch.device("cuda"), 1e-4, marks=pytest.mark.gpu),
 ], ids=["cpu", "cuda"])
 def test_interrupted_training_resumes_from_the_checkpoint(box_views, tmp_path, device, atol):
-    settings = TrainSettings(**{**SMALL, "steps": 40, "checkpoint_every": 20})
+    settings = small_settings(steps=40, checkpoint_every=20)
     reference = small_field()
     train(reference, box_views, settings, RENDER, device)
 
@@ -248,7 +202,7 @@ def test_out_of_memory_halves_the_ray_chunk_and_retries(box_views, monkeypatch, 
 
     monkeypatch.setattr(trainer, "render_batch", flaky)
     field = small_field()
-    stats = train(field, box_views, TrainSettings(**{**SMALL, "steps": 12}), RENDER, torch.device("cpu"))
+    stats = train(field, box_views, small_settings(steps=12), RENDER, torch.device("cpu"))
     assert stats["ray_chunk"] == 64 and sizes[:4] == [256, 128, 64, 64]  # then 64 for good
     assert set(sizes[3:]) == {64} and len(sizes) == 2 + 12 * 4
     assert "retrying the step with 128 rays per chunk" in img2mesh_log.text
@@ -299,7 +253,7 @@ def test_turntable_and_still(tmp_path):
 
 
 def test_eval_metric_on_ground_truth_and_a_sphere(tmp_path):
-    gt_path = Path(__file__).resolve().parents[2] / "shared" / "gso" / "bell" / "model.obj"
+    gt_path = GSO / "bell" / "model.obj"
     if not gt_path.is_file():
         pytest.skip(f"{gt_path} not found (../shared/gso)")
     gt = normalise_ground_truth(trimesh.load(gt_path, force="mesh"), 0.0)
@@ -346,31 +300,6 @@ def test_reconstruct_command_end_to_end(tmp_path):
     assert CliRunner().invoke(app, [*args[:3], str(elsewhere), *args[4:]]).exit_code == 0
     field = (out / "reconstruct" / "field.safetensors").read_bytes()
     assert (elsewhere / "reconstruct" / "field.safetensors").read_bytes() == field
-
-
-def mesh_untrained_field(tmp_path: Path, overrides: list[str]) -> tuple[Path, dict]:
-    """Run the real mesh stage on an untrained field (a rough sphere: enough surface to decimate);
-    the run folder and the mesh stage's manifest facts."""
-    from img2mesh.mesh.stage import STAGE as MESH
-    from img2mesh.pipeline.config import load_config
-    from img2mesh.pipeline.reporting import Reporter
-    from img2mesh.pipeline.runner import Runner
-    from img2mesh.pipeline.stage import Stage
-    from img2mesh.utils.files import atomic_write_json
-
-    def fake_reconstruct(ctx):
-        from safetensors.torch import save_file
-
-        field = small_field()
-        save_file({k: v.contiguous() for k, v in field.state_dict().items()}, str(ctx.out_dir / "field.safetensors"))
-        atomic_write_json(ctx.out_dir / "field.json", {"config": field.config.to_dict(), "backend": field.backend})
-
-    stages = [Stage("reconstruct", "", (), ("field.json",), (), run=fake_reconstruct), MESH]
-    image = tmp_path / "in.png"
-    Image.new("RGB", (8, 8)).save(image)
-    result = Runner(stages, load_config(overrides=overrides), Reporter(quiet=True), "cpu").run(image, tmp_path / "out")
-    assert result.ok, result.error
-    return tmp_path / "out", json.loads((tmp_path / "out" / "img2mesh.json").read_text())["stages"]["mesh"]["info"]
 
 
 def test_mesh_stage_decimates_to_the_face_budget(tmp_path):

@@ -1,22 +1,82 @@
-"""The contract between the runner and a stage.
+"""The contract between the framework and a stage, and between the runner and whoever watches it.
 
 A stage declares what it reads (upstream stages), what it writes (files under ``OUT/<stage>/``),
 which config keys change its result, and which of its files are published at the top of ``OUT/``.
 Its ``run`` function receives a :class:`StageContext` and writes only into ``ctx.out_dir``.
+
+The runner reports through a :class:`Reporter` (progress of loops, where a run's log goes, one
+line per input of a batch); the CLI's Rich console is one, :class:`SilentReporter` (the default,
+for use from Python) another. The runner never configures logging itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Optional
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Optional, Protocol
 
 from img2mesh.pipeline.models import ModelCache
 
 if TYPE_CHECKING:
     from img2mesh.pipeline.config import Config
-    from img2mesh.pipeline.reporting import ProgressTask
+
+__all__ = ["ModelCache", "ProgressTask", "Reporter", "SilentReporter", "Stage", "StageContext"]
+
+
+class ProgressTask(Protocol):
+    """What a stage reports one loop's progress to."""
+
+    def advance(self, steps: float = 1, **fields: Any) -> None:
+        """Move on by ``steps``; ``fields`` (e.g. ``loss=0.12``) describe the current state."""
+
+
+class Reporter(Protocol):
+    """What the runner tells about its work. Implementations may draw, log, or do nothing."""
+
+    verbose: bool  # whether failures' tracebacks belong on the console (else only in the run log)
+
+    def progress(self, description: str, total: Optional[float] = None) -> ContextManager[ProgressTask]:
+        """A task for one loop of a stage."""
+
+    def log_file(self, path: Path) -> ContextManager[None]:
+        """Copy what is logged to ``img2mesh`` inside the block into ``path`` (the run's log)."""
+
+    def section(self, title: str) -> None:
+        """A new input of a batch starts."""
+
+
+class _NoProgress:
+    def advance(self, steps: float = 1, **fields: Any) -> None:
+        pass
+
+
+class SilentReporter:
+    """No progress, no console. The run's log gets what the ``img2mesh`` logger lets through at the
+    level the application configured (Python's default: warnings and errors)."""
+
+    verbose = False
+
+    @contextlib.contextmanager
+    def progress(self, description: str, total: Optional[float] = None) -> Iterator[ProgressTask]:
+        yield _NoProgress()
+
+    @contextlib.contextmanager
+    def log_file(self, path: Path) -> Iterator[None]:
+        logger = logging.getLogger("img2mesh")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s"))
+        logger.addHandler(handler)
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+            handler.close()
+
+    def section(self, title: str) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -35,6 +95,8 @@ class Stage:
         check_input: validates the input image before anything is written; raises InputError.
         models: names of the models ``run`` takes from ``ctx.models``; the runner moves a model off
             the GPU once no later stage of the input names it.
+        check_config: validates the resolved config before anything runs (when the stage is in
+            the requested range); raises UsageError.
     """
 
     name: str
@@ -47,6 +109,7 @@ class Stage:
     version: int = 1
     check_input: Optional[Callable[[Path, "Config"], None]] = None
     models: tuple[str, ...] = ()
+    check_config: Optional[Callable[["Config"], None]] = None
 
 
 @dataclass

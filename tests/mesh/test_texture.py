@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -129,7 +127,7 @@ def test_a_crash_inside_xatlas_is_a_clear_error(monkeypatch):
 def test_mesh_stage_textures_decimates_and_keeps_watertight(tmp_path):
     """The mesh stage on an untrained field (a rough sphere): decimation to the budget, watertight
     kept, a texture of the configured size in the GLB, previews rendered from the texture."""
-    from test_reconstruct import mesh_untrained_field
+    from helpers.scenes import mesh_untrained_field
 
     out, info = mesh_untrained_field(tmp_path, ["mesh.resolution=64", "mesh.target_faces=1500",
                                                 "mesh.texture_size=128", "mesh.formats=[glb,obj]"])
@@ -144,9 +142,9 @@ def test_mesh_stage_textures_decimates_and_keeps_watertight(tmp_path):
 
 def test_render_psnr_is_high_for_the_true_colours_and_low_for_grey(tmp_path):
     """The benchmark's texture check: the views' own colours re-rendered score far above flat grey."""
-    from test_reconstruct import box_mesh, render_views
+    from img2mesh.evaluation.metrics import render_psnr
 
-    from img2mesh.mesh.evaluate import render_psnr
+    from helpers.scenes import box_mesh, render_views
 
     box = box_mesh()
     folder = render_views(box, tmp_path / "views", size=64)
@@ -161,7 +159,7 @@ def test_render_psnr_is_high_for_the_true_colours_and_low_for_grey(tmp_path):
 
 def test_render_psnr_refuses_non_square_views_in_one_line(tmp_path):
     from img2mesh.errors import UsageError
-    from img2mesh.mesh.evaluate import render_psnr
+    from img2mesh.evaluation.metrics import render_psnr
 
     folder = tmp_path / "views"
     folder.mkdir()

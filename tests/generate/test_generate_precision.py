@@ -19,16 +19,21 @@ import copy
 import pytest
 import torch
 
-from helpers.autocast import EmulatedCudaPrecision
 from img2mesh.generate.loading import load_syncdreamer
 from img2mesh.generate.model import Guidance
 from img2mesh.generate.precision import Precision
 from img2mesh.generate.sampler import SamplerSettings, decode_views, sample_latents, seeded_randn
 
+from helpers.autocast import EmulatedCudaPrecision
+
 STEPS = 2
 GUIDANCES = {"cfg": Guidance("cfg", (2.0,)), "harmony": Guidance("harmony", (2.0, 1.0))}
 TOLERANCE = {torch.float16: (1e-2, (4, 0.5)), torch.bfloat16: (6e-2, (40, 2.0))}
 CPU = torch.device("cpu")
+
+
+def settings_for(guidance: Guidance) -> SamplerSettings:
+    return SamplerSettings(guidance, STEPS, 1.0, 16, "sample")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +50,7 @@ def image():
 
 @pytest.fixture(scope="module")
 def float32_latents(model, image):
-    return {name: sample_latents(model, image, torch.tensor([0.5]), SamplerSettings(guidance, STEPS),
+    return {name: sample_latents(model, image, torch.tensor([0.5]), settings_for(guidance),
                                  seeded_randn(0, CPU)) for name, guidance in GUIDANCES.items()}
 
 
@@ -63,7 +68,7 @@ def test_whole_sampling_under_cuda_autocast_policy_matches_float32(model, image,
     in_region: list[bool] = []
     outside_every_region(reduced.vae, in_region)
     outside_every_region(reduced.clip, in_region)
-    latents = sample_latents(reduced, image, torch.tensor([0.5]), SamplerSettings(GUIDANCES[guidance], STEPS),
+    latents = sample_latents(reduced, image, torch.tensor([0.5]), settings_for(GUIDANCES[guidance]),
                              seeded_randn(0, CPU), precision=precision)
     counts = precision.counts()
     assert counts["lower"] > 1000 and counts["float32"] > 100  # the policy really acted on the denoiser
@@ -127,7 +132,7 @@ def test_cuda_autocast_sampling_matches_float32(request, monkeypatch, size, dtyp
     precision = Precision("cuda", dtype)
     for guidance in GUIDANCES.values():
         reference_model = copy.deepcopy(base).to(cuda)
-        settings = SamplerSettings(guidance, STEPS)
+        settings = settings_for(guidance)
         reference = sample_latents(reference_model, image.to(cuda), torch.tensor([0.5], device=cuda), settings,
                                    seeded_randn(0, cuda))
         reference_views = decode_views(reference_model, reference).int()

@@ -96,14 +96,14 @@ def accelerator_rows() -> list[Row]:
 
 def weight_rows() -> list[Row]:
     """Cache locations and each weight file: present (with its path) or missing."""
-    from img2mesh.utils.weights import environment_summary, registry
-
     from img2mesh.generate.loading import cache_dir
+    from img2mesh.pipeline.config import GenerateConfig
+    from img2mesh.utils.weights import environment_summary, registry
 
     rows = list(environment_summary().items())
     converted = sorted(cache_dir().glob("syncdreamer-*.safetensors")) if cache_dir().is_dir() else []
     rows.append(("img2mesh cache", f"{cache_dir()} ({len(converted)} converted checkpoint(s))"))
-    for entry in registry():
+    for entry in registry(GenerateConfig().hub_sources):
         path = entry.locate()
         rows.append((f"weights: {entry.name}", str(path) if path else f"missing ({entry.size})"))
     return rows

@@ -1,0 +1,47 @@
+"""The application: which stages make img2mesh's two pipelines, and running a request with them.
+
+The CLI parses options and prints results; this module assembles; ``img2mesh.pipeline`` runs
+whatever stages it is given and knows none of them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from img2mesh.pipeline.batch import RunRequest
+    from img2mesh.pipeline.contract import Reporter, Stage
+    from img2mesh.pipeline.runner import RunResult
+
+
+def default_stages() -> list["Stage"]:
+    """segment -> elevation -> generate -> reconstruct -> mesh (each module imports nothing heavy)."""
+    from img2mesh.elevation.stage import STAGE as elevation
+    from img2mesh.generate.stage import STAGE as generate
+    from img2mesh.mesh.stage import STAGE as mesh
+    from img2mesh.reconstruct.stage import STAGE as reconstruct
+    from img2mesh.segment.stage import STAGE as segment
+
+    return [segment, elevation, generate, reconstruct, mesh]
+
+
+def reconstruct_stages() -> list["Stage"]:
+    """reconstruct -> mesh on a folder of views (``img2mesh reconstruct VIEWS_DIR``)."""
+    from img2mesh.mesh.stage import STAGE as mesh
+    from img2mesh.reconstruct.stage import FOLDER_STAGE as reconstruct
+
+    return [reconstruct, mesh]
+
+
+def run_images(request: "RunRequest", reporter: Optional["Reporter"] = None) -> list["RunResult"]:
+    """``img2mesh run``: the whole pipeline on every image of the request."""
+    from img2mesh.pipeline.batch import run_request
+
+    return run_request(request, default_stages(), reporter)
+
+
+def run_views(request: "RunRequest", reporter: Optional["Reporter"] = None) -> "RunResult":
+    """``img2mesh reconstruct``: reconstruct and mesh on one folder of views."""
+    from img2mesh.pipeline.batch import run_folder
+
+    return run_folder(request, reconstruct_stages(), reporter)

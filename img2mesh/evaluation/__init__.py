@@ -1,0 +1,1 @@
+"""Scoring reconstructions: the papers' metric (``metrics``) and the shared GSO objects (``gso``)."""
