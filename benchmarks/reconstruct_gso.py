@@ -2,11 +2,12 @@
 
 Reconstructs each object from its 16 ground-truth views (``../shared/gso/NAME/000.png`` ...) with the
 reconstruct + mesh stages and scores the exported mesh with the papers' metric (Chamfer distance,
-64³ volume IoU; ``img2mesh/mesh/evaluate.py``). ``--hull`` also scores a visual hull carved from
+64³ volume IoU; ``img2mesh/evaluation/metrics.py``). ``--hull`` also scores a visual hull carved from
 the 16 ground-truth masks, whose reference values are mean CD 0.0110 / IoU 0.650. PSNR is the
 textured GLB's albedo re-rendered at the 16 cameras against the ground-truth views (on white).
 
     python benchmarks/reconstruct_gso.py --preset smoke                 # CPU: a few minutes per object
+    python benchmarks/reconstruct_gso.py --preset smoke --no-alpha      # views as generate writes them
     python benchmarks/reconstruct_gso.py --preset default --field mlp hashgrid --device cuda
 """
 
@@ -26,7 +27,7 @@ from img2mesh.app import reconstruct_stages
 from img2mesh.evaluation.gso import GSO_ANGLES_DEG, normalise_ground_truth
 from img2mesh.evaluation.metrics import evaluate, load_mesh, render_psnr
 from img2mesh.mesh.export import to_world_frame
-from img2mesh.pipeline.config import load_config
+from img2mesh.pipeline.config import SceneConfig, load_config
 from img2mesh.pipeline.runner import Runner
 from img2mesh.utils.device import resolve_device
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 GSO = Path(os.environ.get("IMG2MESH_GSO_DIR", Path(__file__).resolve().parents[2] / "shared" / "gso"))
 
 
-def visual_hull(folder: Path, resolution: int = 128, bound: float = 0.6) -> "trimesh.Trimesh":
+def visual_hull(folder: Path, resolution: int = 128, bound: float = SceneConfig().bound) -> "trimesh.Trimesh":
     """Carve a 3-D grid with the 16 silhouettes at the SyncDreamer cameras; marching cubes of the result."""
     from img2mesh.mesh.extract import marching_cubes
     from img2mesh.reconstruct.views import load_views
@@ -47,8 +48,29 @@ def visual_hull(folder: Path, resolution: int = 128, bound: float = 0.6) -> "tri
     return marching_cubes(np.where(inside, -1.0, 1.0).astype(np.float32), bound)
 
 
-def reconstruct_object(name: str, preset: str, field: str, device: str, overrides: list[str]) -> dict:
-    """Reconstruct + mesh one shared object from its 16 ground-truth views; CD, IoU, PSNR, seconds."""
+def without_alpha(folder: Path, into: Path) -> Path:
+    """The views of ``folder`` composited on white and saved as RGB, as the generate stage writes them."""
+    from PIL import Image
+
+    from img2mesh.reconstruct.views import find_view_files
+
+    into.mkdir(parents=True, exist_ok=True)
+    for path in find_view_files(folder):
+        with Image.open(path) as img:
+            rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        Image.alpha_composite(white, rgba).convert("RGB").save(into / path.name)
+    if (folder / "cameras.json").is_file():
+        (into / "cameras.json").write_bytes((folder / "cameras.json").read_bytes())
+    return into
+
+
+def reconstruct_object(name: str, preset: str, field: str, device: str, overrides: list[str],
+                       alpha: bool = True) -> dict:
+    """Reconstruct + mesh one shared object from its 16 ground-truth views; CD, IoU, PSNR, seconds.
+
+    ``alpha=False`` feeds the views composited on white without their alpha channel.
+    """
     folder = GSO / name
     gt = normalise_ground_truth(load_mesh(folder / "model.obj"), GSO_ANGLES_DEG[name])
     start = time.perf_counter()
@@ -60,14 +82,15 @@ def reconstruct_object(name: str, preset: str, field: str, device: str, override
                                                 "mesh.preview=false", *overrides])
         runner = Runner(reconstruct_stages(), config, resolve_device(device))
         with tempfile.TemporaryDirectory() as out:
-            result = runner.run(folder, Path(out))
+            views = folder if alpha else without_alpha(folder, Path(out) / "views")
+            result = runner.run(views, Path(out) / "result")
             runner.close()
             if not result.ok:
                 raise SystemExit(f"{name}: {result.error}")
-            mesh = to_world_frame(load_mesh(Path(out) / "mesh.glb"))
+            mesh = to_world_frame(load_mesh(Path(out) / "result" / "mesh.glb"))
             if mesh.visual.kind == "texture":  # the textured GLB against the 16 GT views
                 psnr = render_psnr(mesh, folder)
-        method = f"{preset} / {field}"
+        method = f"{preset} / {field}" + ("" if alpha else " / no alpha")
     seconds = time.perf_counter() - start
     scores = evaluate(mesh, gt)
     return {"object": name, "method": method, "chamfer": scores.chamfer, "iou": scores.iou, "psnr": psnr,
@@ -82,19 +105,21 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--hull", action="store_true", help="also score the visual-hull baseline")
+    parser.add_argument("--no-alpha", dest="alpha", action="store_false",
+                        help="drop the views' alpha (composited on white), as generated views arrive")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
 
     results = []
-    print(f"{'object':12s} {'method':22s} {'CD':>8s} {'IoU':>7s} {'PSNR':>8s} {'seconds':>8s}")
+    print(f"{'object':12s} {'method':32s} {'CD':>8s} {'IoU':>7s} {'PSNR':>8s} {'seconds':>8s}")
     for field in (["hull"] if args.hull else []) + args.field:
         for name in args.objects:
-            r = reconstruct_object(name, args.preset, field, args.device, args.overrides)
+            r = reconstruct_object(name, args.preset, field, args.device, args.overrides, args.alpha)
             results.append(r)
-            print(f"{name:12s} {r['method']:22s} {r['chamfer']:8.4f} {r['iou']:7.3f} {r['psnr']:8.2f} "
+            print(f"{name:12s} {r['method']:32s} {r['chamfer']:8.4f} {r['iou']:7.3f} {r['psnr']:8.2f} "
                   f"{r['seconds']:8.1f}", flush=True)
         rows = [r for r in results if r["method"] == results[-1]["method"]]
-        print(f"{'mean':12s} {rows[0]['method']:22s} {np.mean([r['chamfer'] for r in rows]):8.4f} "
+        print(f"{'mean':12s} {rows[0]['method']:32s} {np.mean([r['chamfer'] for r in rows]):8.4f} "
               f"{np.mean([r['iou'] for r in rows]):7.3f} {np.mean([r['psnr'] for r in rows]):8.2f} "
               f"{np.mean([r['seconds'] for r in rows]):8.1f}", flush=True)
     if args.json:

@@ -59,14 +59,14 @@ def scale_intrinsics(K: np.ndarray, ratio: float) -> np.ndarray:
     return scaled
 
 
-def consistency(views: np.ndarray, Ks: np.ndarray, poses: np.ndarray) -> np.ndarray:
+def consistency(views: np.ndarray, Ks: np.ndarray, poses: np.ndarray, bound: float) -> np.ndarray:
     """Per-view silhouette agreement of one set of N uint8 views (N,H,W,3) on white."""
     from img2mesh.utils.hull import silhouette_agreement
 
     size = views.shape[1]
     masks = np.stack([_shrink(foreground(v).astype(np.float32), SCORE_SIZE) > 0.5 for v in views])
     small_K = np.stack([scale_intrinsics(K, SCORE_SIZE / size) for K in Ks])
-    return silhouette_agreement(masks, small_K, poses)
+    return silhouette_agreement(masks, small_K, poses, bound)
 
 
 def nearest_view(poses: np.ndarray, input_pose: np.ndarray) -> int:
@@ -87,12 +87,13 @@ def input_agreement(view: np.ndarray, input_on_white: np.ndarray, input_mask: np
 
 
 def score_samples(samples: np.ndarray, Ks: np.ndarray, poses: np.ndarray, input_on_white: np.ndarray,
-                  input_mask: np.ndarray, input_pose: np.ndarray) -> list[SampleScore]:
-    """Scores of S sample sets (S,N,H,W,3 uint8) against the input (H,W,3 float on white, H,W mask)."""
+                  input_mask: np.ndarray, input_pose: np.ndarray, bound: float) -> list[SampleScore]:
+    """Scores of S sample sets (S,N,H,W,3 uint8) against the input (H,W,3 float on white, H,W mask);
+    the hull is carved inside [-bound, bound]³ (``scene.bound``)."""
     near = nearest_view(poses, input_pose)
     scores = []
     for k, views in enumerate(samples):
-        per_view = consistency(views, Ks, poses)
+        per_view = consistency(views, Ks, poses, bound)
         agree = input_agreement(views[near], input_on_white, input_mask)
         mean = float(per_view.mean())
         scores.append(SampleScore(k, 0.5 * (mean + agree), mean, agree, near, [float(v) for v in per_view]))

@@ -79,7 +79,8 @@ def score_sets(ctx: StageContext, views: np.ndarray, record: dict) -> list["Samp
     input_pose = look_at_pose(0.0, math.radians(record["input_elevation_deg"]))
     poses = np.asarray(record["poses"])
     Ks = np.repeat(np.asarray(record["K"])[None], len(poses), 0)
-    scores = score_samples(views, Ks, poses, composite_on_white(rgba), np.asarray(rgba)[..., 3] > 127, input_pose)
+    scores = score_samples(views, Ks, poses, composite_on_white(rgba), np.asarray(rgba)[..., 3] > 127, input_pose,
+                           ctx.config.scene.bound)
     atomic_write_json(ctx.out_dir / "scores.json", {"best_sample": best(scores),
                                                     "samples": [s.to_dict() for s in scores]})
     if len(scores) > 1:
@@ -95,7 +96,7 @@ STAGE = Stage(
     description="16 synchronized 256x256 views at the SyncDreamer cameras",
     reads=("segment", "elevation"),
     outputs=("sample_0/00.png", "sample_0/15.png", "sample_0/grid.png", "cameras.json", "scores.json"),
-    config_keys=("generate", "run.seed"),
+    config_keys=("generate", "scene", "run.seed"),
     version=2,  # 2: scores.json / samples.png
     run=run,
     models=("syncdreamer",),

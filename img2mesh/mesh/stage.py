@@ -25,10 +25,10 @@ def make_mesh(ctx: StageContext, field_dir: Path, out_dir: Path) -> dict[str, An
     field = load_field(field_dir, ctx.device)
     out_dir.mkdir(parents=True, exist_ok=True)
     with ctx.progress("marching cubes", total=1) as task:
-        values = sdf_grid(field, cfg.resolution, cfg.bound, device)
+        values = sdf_grid(field, cfg.resolution, ctx.config.scene.bound, device)
         task.advance()
     try:
-        mesh = marching_cubes(values, cfg.bound)
+        mesh = marching_cubes(values, ctx.config.scene.bound)
     except ValueError as exc:
         raise StageError(f"mesh: {exc} (the reconstruction failed; try more reconstruct.steps)") from None
     raw_faces = len(mesh.faces)
@@ -78,7 +78,7 @@ STAGE = Stage(
     description="marching cubes, largest component, decimation, UV texture, export and previews",
     reads=("reconstruct",),
     outputs=("**/mesh.*",),
-    config_keys=("mesh",),
+    config_keys=("mesh", "scene"),
     # --select all: OUT/mesh/sample_K/mesh.glb is published as OUT/sample_K/mesh.glb
     publish=_FILES + tuple(f"sample_*/{name}" for name in _FILES),
     version=2,  # 2: textures, sample folders

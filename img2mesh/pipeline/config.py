@@ -28,6 +28,14 @@ class RunConfig:
 
 
 @dataclass
+class SceneConfig:
+    # half-size of the cube the object lives in (world units; SyncDreamer's objects fit in 0.5, the
+    # official NeuS renders inside a 0.6 cube): NeuS samples, the occupancy grid, the hash-grid domain,
+    # the marching-cubes box and the scoring hull all span [-bound, bound]^3
+    bound: float = 0.6
+
+
+@dataclass
 class SegmentConfig:
     use_alpha: Literal["auto", "always", "never"] = "auto"  # use the input's own alpha instead of carvekit
     crop_size: int = 200  # larger side of the object in the 256x256 input; -1 = only pad to square
@@ -93,8 +101,7 @@ class ReconstructConfig:
 
 @dataclass
 class MeshConfig:
-    resolution: int = 256  # marching-cubes grid
-    bound: float = 0.6  # extraction cube [-bound, bound]^3 (SyncDreamer's objects fit in 0.5)
+    resolution: int = 256  # marching-cubes grid over [-scene.bound, scene.bound]^3
     formats: list[Literal["glb", "ply", "obj"]] = dataclasses.field(default_factory=lambda: ["glb"])
     target_faces: Optional[int] = 100_000  # quadric decimation before unwrapping; null = keep all
     texture: bool = True  # UV-unwrap (xatlas) and bake an albedo texture into GLB and OBJ
@@ -107,6 +114,7 @@ class Config:
     """Every setting of a run. The defaults here are the only ones: presets and files change them."""
 
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    scene: SceneConfig = dataclasses.field(default_factory=SceneConfig)
     segment: SegmentConfig = dataclasses.field(default_factory=SegmentConfig)
     elevation: ElevationConfig = dataclasses.field(default_factory=ElevationConfig)
     generate: GenerateConfig = dataclasses.field(default_factory=GenerateConfig)
@@ -152,6 +160,8 @@ def _check_extra(key: str, value: Any) -> None:
         raise UsageError(f"config key {key}: must be at least 1, got {value}")
     if key == "reconstruct.select" and isinstance(value, int) and value < 0:
         raise UsageError(f"config key reconstruct.select: a sample index must be 0 or more, got {value}")
+    if key == "scene.bound" and not 0.0 < value <= 2.0:
+        raise UsageError(f"config key scene.bound: must be above 0 (and at most 2), got {value}")
     if key == "segment.crop_size" and not (value == -1 or 1 <= value <= 256):
         raise UsageError(f"config key segment.crop_size: must be -1 or 1..256, got {value}")
     if key == "mesh.formats" and not value:

@@ -35,6 +35,7 @@ class FieldConfig:
     skip_at: int
     hash_levels: int
     hash_log2_size: int
+    bound: float  # the hash grid spans [-bound, bound]^3 (scene.bound)
     frequencies: int = 6
     feature_dim: int = 64
     color_hidden: int = 64
@@ -45,13 +46,12 @@ class FieldConfig:
     hash_features: int = 2
     hash_base_resolution: int = 16
     hash_max_resolution: int = 2048
-    bound: float = 1.0
 
     @classmethod
-    def from_config(cls, cfg: "ReconstructConfig") -> "FieldConfig":
-        """The run's field: its kind and widths, the skip connection half-way."""
+    def from_config(cls, cfg: "ReconstructConfig", bound: float) -> "FieldConfig":
+        """The run's field: its kind and widths, the skip connection half-way, the scene's extent."""
         return cls(kind=cfg.field, hidden=cfg.hidden, layers=cfg.layers, skip_at=cfg.layers // 2,
-                   hash_levels=cfg.hash_levels, hash_log2_size=cfg.hash_log2_size)
+                   hash_levels=cfg.hash_levels, hash_log2_size=cfg.hash_log2_size, bound=bound)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

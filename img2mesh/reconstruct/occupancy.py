@@ -22,10 +22,10 @@ from typing import Optional
 import torch
 
 from img2mesh.reconstruct.fields import NeuSField
+from img2mesh.reconstruct.renderer import cube_near_far
 
 log = logging.getLogger("img2mesh")
 Packed = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # ray_indices, t_starts, t_ends
-BOUND = 0.6  # the grid spans [-BOUND, BOUND]³: SyncDreamer's objects fit in [-0.5, 0.5]³
 
 
 def step_opacity(field: NeuSField, points: torch.Tensor, step: float) -> torch.Tensor:
@@ -42,16 +42,6 @@ def step_opacity(field: NeuSField, points: torch.Tensor, step: float) -> torch.T
 def marching_step(bound: float, steps_across: int) -> float:
     """Step length such that ``steps_across`` steps cross the bounding cube's diagonal."""
     return 2 * bound * math.sqrt(3) / steps_across
-
-
-def cube_near_far(origins: torch.Tensor, dirs: torch.Tensor, bound: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Entry and exit distances of rays through [-bound, bound]³; rays that miss get near = far."""
-    safe = torch.where(dirs.abs() < 1e-9, torch.full_like(dirs, 1e-9), dirs)
-    t0 = (-bound - origins) / safe
-    t1 = (bound - origins) / safe
-    near = torch.minimum(t0, t1).amax(-1).clamp(min=0.0)
-    far = torch.maximum(t0, t1).amin(-1)
-    return near, torch.maximum(far, near)
 
 
 class TorchGrid(torch.nn.Module):

@@ -31,25 +31,29 @@ class RenderSettings:
 
     coarse_samples: int
     fine_samples: int
+    bound: float  # rays are sampled where they cross the cube [-bound, bound]^3 (scene.bound)
     up_sample_steps: int = 4
-    radius: float = 1.0  # the object lies inside this sphere around the origin
     background: float = 1.0  # white
 
     @classmethod
-    def from_config(cls, cfg: "ReconstructConfig") -> "RenderSettings":
-        """Half of ``samples_per_ray`` uniform, half importance-sampled."""
-        return cls(coarse_samples=cfg.samples_per_ray // 2, fine_samples=cfg.samples_per_ray // 2)
+    def from_config(cls, cfg: "ReconstructConfig", bound: float) -> "RenderSettings":
+        """Half of ``samples_per_ray`` uniform, half importance-sampled, inside the scene cube."""
+        return cls(coarse_samples=cfg.samples_per_ray // 2, fine_samples=cfg.samples_per_ray // 2, bound=bound)
 
 
-def sphere_near_far(origins: torch.Tensor, dirs: torch.Tensor, radius: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Entry and exit distances of rays through a sphere; rays that miss get near = far."""
-    b = (origins * dirs).sum(-1)
-    c = (origins * origins).sum(-1) - radius**2
-    disc = (b * b - c).clamp(min=0)
-    root = disc.sqrt()
-    near = (-b - root).clamp(min=0.05)
-    far = (-b + root).clamp(min=0.05)
+def cube_near_far(origins: torch.Tensor, dirs: torch.Tensor, bound: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entry and exit distances of rays through [-bound, bound]³; rays that miss get near = far."""
+    safe = torch.where(dirs.abs() < 1e-9, torch.full_like(dirs, 1e-9), dirs)
+    t0 = (-bound - origins) / safe
+    t1 = (bound - origins) / safe
+    near = torch.minimum(t0, t1).amax(-1).clamp(min=0.0)
+    far = torch.maximum(t0, t1).amin(-1)
     return near, torch.maximum(far, near)
+
+
+def in_cube(points: torch.Tensor, bound: float) -> torch.Tensor:
+    """Which points lie in [-bound, bound]³ (the only place the field's samples count)."""
+    return (points.abs() <= bound).all(-1)
 
 
 def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, count: int) -> torch.Tensor:
@@ -67,10 +71,10 @@ def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, count: int) -> torch.T
     return bin_lo + (u - cdf_lo) / denom * (bin_hi - bin_lo)
 
 
-def _up_sample(origins, dirs, z, sdf, count: int, inv_s: float, radius: float) -> torch.Tensor:
+def _up_sample(origins, dirs, z, sdf, count: int, inv_s: float, bound: float) -> torch.Tensor:
     """NeuS's importance sampling from SDF values at z (R,S) with a fixed sharpness inv_s."""
     points = origins[:, None] + dirs[:, None] * z[..., None]
-    inside = (points.norm(dim=-1) < radius)
+    inside = in_cube(points, bound)
     inside = (inside[:, :-1] | inside[:, 1:]).float()
     prev_sdf, next_sdf = sdf[:, :-1], sdf[:, 1:]
     prev_z, next_z = z[:, :-1], z[:, 1:]
@@ -106,7 +110,7 @@ def render_rays(field: NeuSField, origins: torch.Tensor, dirs: torch.Tensor, set
                 cos_anneal_ratio: float = 1.0, perturb: bool = False, training: bool = False) -> dict[str, torch.Tensor]:
     """Colour (R,3), opacity (R,), normals (R,3) and the gradient norms for the eikonal loss."""
     R = origins.shape[0]
-    near, far = sphere_near_far(origins, dirs, settings.radius)
+    near, far = cube_near_far(origins, dirs, settings.bound)
     t = torch.linspace(0.0, 1.0, settings.coarse_samples, device=origins.device)
     z = near[:, None] + (far - near)[:, None] * t[None]
     if perturb:
@@ -116,7 +120,7 @@ def render_rays(field: NeuSField, origins: torch.Tensor, dirs: torch.Tensor, set
         sdf = field.sdf(origins[:, None] + dirs[:, None] * z[..., None])
         per_step = settings.fine_samples // max(settings.up_sample_steps, 1)
         for i in range(settings.up_sample_steps):
-            new_z = _up_sample(origins, dirs, z, sdf, per_step, 64.0 * 2**i, settings.radius)
+            new_z = _up_sample(origins, dirs, z, sdf, per_step, 64.0 * 2**i, settings.bound)
             new_sdf = field.sdf(origins[:, None] + dirs[:, None] * new_z[..., None])
             z, order = torch.sort(torch.cat([z, new_z], -1), -1)
             sdf = torch.cat([sdf, new_sdf], -1).gather(1, order)
@@ -126,7 +130,7 @@ def render_rays(field: NeuSField, origins: torch.Tensor, dirs: torch.Tensor, set
     S = points.shape[1]
     view = dirs[:, None].expand(-1, S, -1).reshape(-1, 3)
     shaded = shade(field, points.reshape(-1, 3), view, dists.reshape(-1), cos_anneal_ratio, training)
-    inside = (points.norm(dim=-1) < settings.radius).float()
+    inside = in_cube(points, settings.bound).float()
     alpha = shaded["alpha"].reshape(R, S) * inside
     transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha + 1e-7], -1), -1)[:, :-1]
     weights = alpha * transmittance

@@ -20,7 +20,7 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
     import torch
 
     from img2mesh.reconstruct.fields import FieldConfig, NeuSField
-    from img2mesh.reconstruct.occupancy import BOUND, make_grid
+    from img2mesh.reconstruct.occupancy import make_grid
     from img2mesh.reconstruct.renderer import RenderSettings
     from img2mesh.reconstruct.storage import save_field
     from img2mesh.reconstruct.trainer import TrainSettings, train
@@ -28,17 +28,18 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
 
     cfg = ctx.config.reconstruct
     views = load_views(views_dir, cfg.image_size, cameras_file)
-    config = FieldConfig.from_config(cfg)
+    bound = ctx.config.scene.bound
+    config = FieldConfig.from_config(cfg, bound)
     torch.manual_seed(ctx.config.run.seed)  # the initial weights too come from the run's seed
     field = NeuSField(config)
     device = torch.device(ctx.device)
-    grid = make_grid(cfg.sampler, device, BOUND, cfg.grid_resolution, cfg.march_steps)
+    grid = make_grid(cfg.sampler, device, bound, cfg.grid_resolution, cfg.march_steps)
     sampling = (f"{cfg.samples_per_ray} dense samples" if grid is None else
                 f"occupancy grid {cfg.grid_resolution}³ ({grid.backend}), {cfg.march_steps} steps across")
     ctx.log.info("reconstruct: %s field (%s), %d steps x %d rays, %s", cfg.field, field.backend,
                  cfg.steps, cfg.rays_per_step, sampling)
     settings = TrainSettings.from_config(cfg, ctx.config.run.seed)
-    render = RenderSettings.from_config(cfg)
+    render = RenderSettings.from_config(cfg, bound)
     folder = folder or ctx.out_dir
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint = folder / CHECKPOINT
@@ -114,6 +115,7 @@ def check_select(config: "Config") -> None:
 
 
 _COMMON = dict(name="reconstruct", description="fit a NeuS signed-distance field to the views",
-               outputs=("**/field.safetensors", "**/field.json"), config_keys=("reconstruct", "run.seed"))
+               outputs=("**/field.safetensors", "**/field.json"), config_keys=("reconstruct", "scene", "run.seed"),
+               version=2)  # 2: dense samples inside the scene cube, hash grid over it
 STAGE = Stage(reads=("generate",), run=run_on_generated, check_config=check_select, **_COMMON)
 FOLDER_STAGE = Stage(reads=(), run=run_on_folder, check_input=check_views_folder, **_COMMON)

@@ -30,15 +30,14 @@ def inside_all(points: np.ndarray, masks: np.ndarray, Ks: np.ndarray, poses: np.
     return inside
 
 
-def carve(masks: np.ndarray, Ks: np.ndarray, poses: np.ndarray, resolution: int = 128,
-          bound: float = 0.6) -> np.ndarray:
+def carve(masks: np.ndarray, Ks: np.ndarray, poses: np.ndarray, resolution: int, bound: float) -> np.ndarray:
     """Occupancy (resolution³ bool, indexed [x, y, z]) of the hull inside [-bound, bound]³."""
     line = np.linspace(-bound, bound, resolution)
     points = np.stack(np.meshgrid(line, line, line, indexing="ij"), -1).reshape(-1, 3)
     return inside_all(points, masks, Ks, poses).reshape((resolution,) * 3)
 
 
-def silhouette_agreement(masks: np.ndarray, Ks: np.ndarray, poses: np.ndarray, bound: float = 0.6,
+def silhouette_agreement(masks: np.ndarray, Ks: np.ndarray, poses: np.ndarray, bound: float,
                          samples: int = 64) -> np.ndarray:
     """Per view, the fraction of its foreground pixels whose ray meets the hull of all views.
 

@@ -17,7 +17,7 @@ from img2mesh.utils import cameras
 from img2mesh.utils.images import composite_on_white
 
 from helpers.data import GSO
-from helpers.scenes import box_mesh, render_views
+from helpers.scenes import BOUND, box_mesh, render_views
 from helpers.stages import snapshot
 
 
@@ -36,13 +36,13 @@ def test_consistency_ranks_true_views_above_mixed_and_shuffled_ones(name, other)
     object's, or shuffling which camera each view belongs to, must lower the score."""
     views, foreign = gso_views(name), gso_views(other)
     poses, Ks = cameras.target_poses(), np.repeat(cameras.intrinsics(256)[None], 16, 0)
-    true = consistency(views, Ks, poses).mean()
+    true = consistency(views, Ks, poses, BOUND).mean()
     mixed = views.copy()
     mixed[[3, 9, 12]] = foreign[[3, 9, 12]]
     shuffled = views[np.random.default_rng(0).permutation(16)]
     assert true > 0.9, true
-    assert true > consistency(mixed, Ks, poses).mean() + 0.1
-    assert true > consistency(shuffled, Ks, poses).mean() + 0.02
+    assert true > consistency(mixed, Ks, poses, BOUND).mean() + 0.1
+    assert true > consistency(shuffled, Ks, poses, BOUND).mean() + 0.02
 
 
 def test_input_agreement_prefers_the_set_whose_front_view_matches_the_input():
@@ -50,7 +50,7 @@ def test_input_agreement_prefers_the_set_whose_front_view_matches_the_input():
     poses, Ks = cameras.target_poses(), np.repeat(cameras.intrinsics(256)[None], 16, 0)
     rgba = np.asarray(Image.open(GSO / "chicken" / "000.png"))
     scores = score_samples(np.stack([other, views]), Ks, poses, composite_on_white(Image.fromarray(rgba)),
-                           rgba[..., 3] > 127, cameras.look_at_pose(0.0, np.radians(30)))
+                           rgba[..., 3] > 127, cameras.look_at_pose(0.0, np.radians(30)), BOUND)
     assert scores[0].nearest_view == 0 and scores[1].input_agreement > 0.95
     assert scores[1].input_agreement > scores[0].input_agreement + 0.1 and scores[1].score > scores[0].score
     sheet = contact_sheet(np.stack([other, views]), scores, tile=40)

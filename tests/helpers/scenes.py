@@ -11,13 +11,15 @@ import torch
 import trimesh
 from PIL import Image
 
+from img2mesh.pipeline.config import SceneConfig
 from img2mesh.reconstruct.fields import FieldConfig, NeuSField
 from img2mesh.reconstruct.renderer import RenderSettings
 from img2mesh.reconstruct.trainer import TrainSettings
 from img2mesh.utils import cameras
 from img2mesh.utils.raster import rasterize
 
-RENDER = RenderSettings(coarse_samples=32, fine_samples=32, up_sample_steps=2)
+BOUND = SceneConfig().bound
+RENDER = RenderSettings(coarse_samples=32, fine_samples=32, bound=BOUND, up_sample_steps=2)
 
 
 def render_views(mesh: trimesh.Trimesh, folder: Path, size: int = 64, alpha: bool = True, padding: int = 3) -> Path:
@@ -52,7 +54,7 @@ def small_field(kind: str = "mlp") -> NeuSField:
     from img2mesh.pipeline.config import ReconstructConfig
 
     torch.manual_seed(0)
-    config = FieldConfig.from_config(ReconstructConfig(field=kind, hidden=64, layers=4, hash_log2_size=14))
+    config = FieldConfig.from_config(ReconstructConfig(field=kind, hidden=64, layers=4, hash_log2_size=14), BOUND)
     return NeuSField(config)
 
 

@@ -116,13 +116,15 @@ def test_internal_settings_take_no_defaults_of_their_own():
     from img2mesh.generate.model import Guidance
     from img2mesh.generate.sampler import SamplerSettings
     from img2mesh.reconstruct.fields import FieldConfig
+    from img2mesh.reconstruct.renderer import RenderSettings
     from img2mesh.reconstruct.trainer import TrainSettings
 
     config_backed = {TrainSettings: {"steps", "rays_per_step", "learning_rate", "warmup_steps", "mask_weight",
                                      "eikonal_weight", "curvature_weight", "checkpoint_every", "seed"},
                      SamplerSettings: {"guidance", "steps", "eta", "batch_views", "input_latent"},
                      Guidance: {"kind", "scales"},
-                     FieldConfig: {"kind", "hidden", "layers", "skip_at", "hash_levels", "hash_log2_size"}}
+                     FieldConfig: {"kind", "hidden", "layers", "skip_at", "hash_levels", "hash_log2_size", "bound"},
+                     RenderSettings: {"coarse_samples", "fine_samples", "bound"}}
     for cls, names in config_backed.items():
         fields = {f.name: f for f in dataclasses.fields(cls)}
         with_default = [n for n in names if fields[n].default is not dataclasses.MISSING]

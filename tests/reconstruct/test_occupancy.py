@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from img2mesh.reconstruct.occupancy import TorchGrid, cube_near_far, make_grid, marching_step, nerfacc_status
-from img2mesh.reconstruct.renderer import packed_weights, render_packed
+from img2mesh.reconstruct.occupancy import TorchGrid, make_grid, marching_step, nerfacc_status
+from img2mesh.reconstruct.renderer import cube_near_far, packed_weights, render_packed
 from img2mesh.reconstruct.trainer import train
 
 from helpers.scenes import RENDER, box_mesh, iou_with_truth, render_views, small_field, small_settings
