@@ -44,7 +44,7 @@ def visual_hull(folder: Path, resolution: int = 128, bound: float = SceneConfig(
     from img2mesh.utils.hull import carve
 
     views = load_views(folder)
-    inside = carve(views.masks, views.Ks, views.poses, resolution, bound)
+    inside = carve(views.silhouettes, views.Ks, views.poses, resolution, bound)
     return marching_cubes(np.where(inside, -1.0, 1.0).astype(np.float32), bound)
 
 

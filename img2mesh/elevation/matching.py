@@ -54,15 +54,24 @@ def sift_matches(image_a: np.ndarray, image_b: np.ndarray, mask_a: np.ndarray, m
 
 
 def loftr_matches(image_a: np.ndarray, image_b: np.ndarray, mask_a: np.ndarray, mask_b: np.ndarray,
-                  matcher: "torch.nn.Module", device: str = "cpu") -> Matches:
+                  matcher: "torch.nn.Module", device: str = "cpu", size: int = 480) -> Matches:
     """kornia LoFTR matches (``matcher``: ``get_weight("loftr").load(device)``), kept where both ends
-    lie on the foreground."""
+    lie on the foreground. Both views are matched as ``size``² grey images (One-2-3-45: 480²) and the
+    keypoints come back in the views' own pixels."""
+    import cv2
     import torch
 
-    to_tensor = lambda im: torch.from_numpy(_grey(im) / 255.0).float()[None, None].to(device)  # noqa: E731
+    def to_tensor(image: np.ndarray) -> "torch.Tensor":
+        grey = cv2.resize(_grey(image), (size, size), interpolation=cv2.INTER_LINEAR)
+        return torch.from_numpy(grey / 255.0).float()[None, None].to(device)
+
     with torch.inference_mode():
         out = matcher({"image0": to_tensor(image_a), "image1": to_tensor(image_b)})
-    a, b = out["keypoints0"].cpu().numpy(), out["keypoints1"].cpu().numpy()
+    # pixel centres map onto pixel centres: x_view + 0.5 = (x_size + 0.5) * view / size
+    scale_a = np.array([image_a.shape[1], image_a.shape[0]]) / size
+    scale_b = np.array([image_b.shape[1], image_b.shape[0]]) / size
+    a = (out["keypoints0"].cpu().numpy() + 0.5) * scale_a - 0.5
+    b = (out["keypoints1"].cpu().numpy() + 0.5) * scale_b - 0.5
     conf = out["confidence"].cpu().numpy()
     keep = mask_a[a[:, 1].astype(int).clip(0, mask_a.shape[0] - 1), a[:, 0].astype(int).clip(0, mask_a.shape[1] - 1)] & \
         mask_b[b[:, 1].astype(int).clip(0, mask_b.shape[0] - 1), b[:, 0].astype(int).clip(0, mask_b.shape[1] - 1)]

@@ -26,7 +26,8 @@ def novel_views(ctx: StageContext) -> list[np.ndarray]:
     loaded = syncdreamer(ctx)
     device = torch.device(ctx.device)
     image = input_image(ctx)
-    settings = SamplerSettings(Guidance("cfg", (gen.cfg_scale,)), gen.steps, gen.eta, 1, gen.input_latent)
+    guidance = Guidance("cfg", (ctx.config.elevation.cfg_scale,))  # One-2-3-45 samples Zero123 at 3
+    settings = SamplerSettings(guidance, gen.steps, gen.eta, 1, gen.input_latent)
     views = []
     with ctx.progress("zero123 views", total=len(RELATIVE_POSES)) as task:
         for k, (d_elevation, d_azimuth) in enumerate(RELATIVE_POSES):
@@ -82,10 +83,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
     else:
         from img2mesh.utils.weights import get_weight
 
-        loftr = ctx.models.get("loftr", "outdoor", lambda: get_weight("loftr").load(ctx.device), ctx.device)
+        weights = get_weight("loftr" if cfg.loftr_weights == "indoor_new" else "loftr_outdoor")
+        loftr = ctx.models.get("loftr", cfg.loftr_weights, lambda: weights.load(ctx.device), ctx.device)
 
         def matcher(a, b, ma, mb):
-            return loftr_matches(a, b, ma, mb, loftr, ctx.device)
+            return loftr_matches(a, b, ma, mb, loftr, ctx.device, cfg.match_size)
     estimate = estimate_elevation(views, masks, matcher, (cfg.search[0], cfg.search[1]), cfg.default,
                                   (cfg.min, cfg.max))
     if estimate.fallback_reason:
@@ -125,7 +127,7 @@ STAGE = Stage(
     reads=("segment",),
     outputs=("elevation.json",),
     config_keys=("elevation", "generate.model", "generate.random_weights", "generate.checkpoint", "generate.steps",
-                 "generate.cfg_scale", "generate.eta", "generate.input_latent", "generate.precision", "run.seed"),
+                 "generate.eta", "generate.input_latent", "generate.precision", "run.seed"),
     run=run,
     models=("syncdreamer", "loftr"),
     check_config=check_config,

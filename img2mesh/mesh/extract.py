@@ -1,4 +1,4 @@
-"""From a trained field to a clean coloured mesh: marching cubes, largest component, vertex colours."""
+"""From a trained field to a clean coloured mesh: marching cubes, its components, vertex colours."""
 
 from __future__ import annotations
 
@@ -50,16 +50,25 @@ def marching_cubes(values: np.ndarray, bound: float) -> "trimesh.Trimesh":
     return mesh
 
 
-def keep_main_component(mesh: "trimesh.Trimesh", min_fraction: float = 0.0) -> "trimesh.Trimesh":
-    """The largest connected component (plus any holding at least ``min_fraction`` of the faces)."""
+def keep_components(mesh: "trimesh.Trimesh", min_fraction: float) -> tuple["trimesh.Trimesh", int, int]:
+    """The connected components holding at least ``min_fraction`` of the faces (always the largest).
+
+    Objects with separate parts (a lid, a wheel, a figure's accessory) keep them; floaters, which
+    are small, go. Returns the mesh and how many components were kept and dropped.
+    """
     parts = mesh.split(only_watertight=False)
     if len(parts) <= 1:
-        return mesh
+        return mesh, len(parts), 0
     parts = sorted(parts, key=lambda p: len(p.faces), reverse=True)
-    kept = [parts[0]] + [p for p in parts[1:] if min_fraction > 0 and len(p.faces) >= min_fraction * len(mesh.faces)]
+    kept = [parts[0]] + [p for p in parts[1:] if len(p.faces) >= min_fraction * len(mesh.faces)]
     import trimesh
 
-    return trimesh.util.concatenate(kept) if len(kept) > 1 else kept[0]
+    return (trimesh.util.concatenate(kept) if len(kept) > 1 else kept[0]), len(kept), len(parts) - len(kept)
+
+
+def keep_main_component(mesh: "trimesh.Trimesh") -> "trimesh.Trimesh":
+    """The largest connected component only."""
+    return keep_components(mesh, 1.0)[0]
 
 
 def surface_colors(field: NeuSField, points: np.ndarray, device: torch.device, chunk: int = 65536) -> np.ndarray:

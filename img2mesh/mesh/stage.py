@@ -16,7 +16,7 @@ def make_mesh(ctx: StageContext, field_dir: Path, out_dir: Path) -> dict[str, An
 
     from img2mesh.errors import StageError
     from img2mesh.mesh.export import export_mesh
-    from img2mesh.mesh.extract import keep_main_component, marching_cubes, sdf_grid, surface_colors, vertex_colors
+    from img2mesh.mesh.extract import keep_components, marching_cubes, sdf_grid, surface_colors, vertex_colors
     from img2mesh.mesh.preview import write_previews
     from img2mesh.reconstruct.storage import load_field
 
@@ -32,13 +32,14 @@ def make_mesh(ctx: StageContext, field_dir: Path, out_dir: Path) -> dict[str, An
     except ValueError as exc:
         raise StageError(f"mesh: {exc} (the reconstruction failed; try more reconstruct.steps)") from None
     raw_faces = len(mesh.faces)
-    mesh = keep_main_component(mesh)
+    mesh, kept, dropped = keep_components(mesh, cfg.min_component)
     watertight_before = bool(mesh.is_watertight)
     if cfg.target_faces and len(mesh.faces) > cfg.target_faces:
         mesh = mesh.simplify_quadric_decimation(face_count=cfg.target_faces)
     mesh.visual.vertex_colors = vertex_colors(field, mesh.vertices, device)
     info: dict[str, Any] = {"vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
-                            "faces_before_cleanup": raw_faces, "watertight": bool(mesh.is_watertight),
+                            "faces_before_cleanup": raw_faces, "components": kept, "components_dropped": dropped,
+                            "watertight": bool(mesh.is_watertight),
                             "watertight_before_decimation": watertight_before}
     textured = None
     if cfg.texture and {"glb", "obj"} & set(cfg.formats):
@@ -75,12 +76,12 @@ _FILES = ("mesh.glb", "mesh.ply", "mesh.obj", "mesh.mtl", "mesh_albedo.png", "pr
           "turntable.gif")
 STAGE = Stage(
     name="mesh",
-    description="marching cubes, largest component, decimation, UV texture, export and previews",
+    description="marching cubes, components, decimation, UV texture, export and previews",
     reads=("reconstruct",),
     outputs=("**/mesh.*",),
     config_keys=("mesh", "scene"),
     # --select all: OUT/mesh/sample_K/mesh.glb is published as OUT/sample_K/mesh.glb
     publish=_FILES + tuple(f"sample_*/{name}" for name in _FILES),
-    version=2,  # 2: textures, sample folders
+    version=3,  # 2: textures, sample folders; 3: components above mesh.min_component kept
     run=run,
 )

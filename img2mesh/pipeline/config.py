@@ -53,6 +53,9 @@ class ElevationConfig:
     max: float = 40.0
     search: list[float] = dataclasses.field(default_factory=lambda: [-20.0, 60.0])  # 10 degree steps, then 1 around the best
     matcher: Literal["loftr", "sift"] = "loftr"
+    loftr_weights: Literal["indoor_new", "outdoor"] = "indoor_new"  # One-2-3-45's choice
+    match_size: int = 480  # views are matched as grey images of this size (One-2-3-45: 480)
+    cfg_scale: float = 3.0  # guidance of the four Zero123-mode views (One-2-3-45: 3)
 
 
 @dataclass
@@ -92,7 +95,9 @@ class ReconstructConfig:
     layers: int = 8  # SDF network depth (skip connection half-way)
     hash_levels: int = 16  # hash-grid field: resolution levels (16 to 2048 cells)
     hash_log2_size: int = 19  # hash-grid field: log2 of each level's table size
-    mask_weight: float = 0.1
+    masks: Literal["auto", "remover", "threshold"] = "auto"  # views without alpha: see README (Masks)
+    mask_loss: Literal["bce", "mse"] = "bce"  # the official NeuS of SyncDreamer uses mse (README: Masks)
+    mask_weight: float = 1.0  # official: 1.0 x mse against 0.5 x soft-L1 colour (ours: 1.0 x L1 colour)
     eikonal_weight: float = 0.1
     curvature_weight: float = 0.05  # normal smoothness, hash-grid field only
     checkpoint_every: int = 500
@@ -102,6 +107,7 @@ class ReconstructConfig:
 @dataclass
 class MeshConfig:
     resolution: int = 256  # marching-cubes grid over [-scene.bound, scene.bound]^3
+    min_component: float = 0.01  # keep components with at least this fraction of the faces (1 = largest only)
     formats: list[Literal["glb", "ply", "obj"]] = dataclasses.field(default_factory=lambda: ["glb"])
     target_faces: Optional[int] = 100_000  # quadric decimation before unwrapping; null = keep all
     texture: bool = True  # UV-unwrap (xatlas) and bake an albedo texture into GLB and OBJ
@@ -148,7 +154,7 @@ def _check_extra(key: str, value: Any) -> None:
         raise UsageError("config key elevation.search: needs [low, high] with low < high")
     if key == "generate.harmony_scales" and len(value) != 2:
         raise UsageError("config key generate.harmony_scales: needs exactly two numbers [s1, s2]")
-    positive = ("generate.steps", "generate.num_samples", "generate.batch_views",
+    positive = ("generate.steps", "elevation.match_size", "generate.num_samples", "generate.batch_views",
                 "reconstruct.steps", "reconstruct.rays_per_step",
                 "reconstruct.samples_per_ray", "reconstruct.checkpoint_every",
                 "mesh.resolution", "segment.max_pixels", "segment.seg_size", "reconstruct.hidden",
@@ -160,6 +166,10 @@ def _check_extra(key: str, value: Any) -> None:
         raise UsageError(f"config key {key}: must be at least 1, got {value}")
     if key == "reconstruct.select" and isinstance(value, int) and value < 0:
         raise UsageError(f"config key reconstruct.select: a sample index must be 0 or more, got {value}")
+    if key == "mesh.min_component" and not 0.0 <= value <= 1.0:
+        raise UsageError(f"config key mesh.min_component: a fraction of the faces from 0 to 1, got {value}")
+    if key == "reconstruct.mask_weight" and value < 0:
+        raise UsageError(f"config key reconstruct.mask_weight: must not be negative, got {value}")
     if key == "scene.bound" and not 0.0 < value <= 2.0:
         raise UsageError(f"config key scene.bound: must be above 0 (and at most 2), got {value}")
     if key == "segment.crop_size" and not (value == -1 or 1 <= value <= 256):

@@ -20,6 +20,7 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
     import torch
 
     from img2mesh.reconstruct.fields import FieldConfig, NeuSField
+    from img2mesh.reconstruct.masks import RemoverMasks
     from img2mesh.reconstruct.occupancy import make_grid
     from img2mesh.reconstruct.renderer import RenderSettings
     from img2mesh.reconstruct.storage import save_field
@@ -27,7 +28,7 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
     from img2mesh.reconstruct.views import load_views
 
     cfg = ctx.config.reconstruct
-    views = load_views(views_dir, cfg.image_size, cameras_file)
+    views = load_views(views_dir, cfg.image_size, cameras_file, RemoverMasks(ctx))
     bound = ctx.config.scene.bound
     config = FieldConfig.from_config(cfg, bound)
     torch.manual_seed(ctx.config.run.seed)  # the initial weights too come from the run's seed
@@ -115,7 +116,10 @@ def check_select(config: "Config") -> None:
 
 
 _COMMON = dict(name="reconstruct", description="fit a NeuS signed-distance field to the views",
-               outputs=("**/field.safetensors", "**/field.json"), config_keys=("reconstruct", "scene", "run.seed"),
-               version=2)  # 2: dense samples inside the scene cube, hash grid over it
+               outputs=("**/field.safetensors", "**/field.json"),
+               config_keys=("reconstruct", "scene", "run.seed", "segment.random_weights", "segment.seg_size",
+                            "segment.matting_size"),
+               models=("carvekit",),  # masks of views without alpha (the segment stage's remover)
+               version=3)  # 2: dense samples inside the scene cube, hash grid over it; 3: soft masks, MSE
 STAGE = Stage(reads=("generate",), run=run_on_generated, check_config=check_select, **_COMMON)
 FOLDER_STAGE = Stage(reads=(), run=run_on_folder, check_input=check_views_folder, **_COMMON)

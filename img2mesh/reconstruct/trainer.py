@@ -35,6 +35,7 @@ class TrainSettings:
     rays_per_step: int
     learning_rate: float
     warmup_steps: int
+    mask_loss: str  # "mse" or "bce" against the soft masks
     mask_weight: float
     eikonal_weight: float
     curvature_weight: float
@@ -49,14 +50,15 @@ class TrainSettings:
     def from_config(cls, cfg: "ReconstructConfig", seed: int) -> "TrainSettings":
         """The run's settings (the curvature loss applies to the hash-grid field only)."""
         return cls(steps=cfg.steps, rays_per_step=cfg.rays_per_step, learning_rate=cfg.learning_rate,
-                   warmup_steps=min(cfg.warmup_steps, cfg.steps // 4), mask_weight=cfg.mask_weight,
+                   warmup_steps=min(cfg.warmup_steps, cfg.steps // 4), mask_loss=cfg.mask_loss,
+                   mask_weight=cfg.mask_weight,
                    eikonal_weight=cfg.eikonal_weight,
                    curvature_weight=cfg.curvature_weight if cfg.field == "hashgrid" else 0.0,
                    checkpoint_every=cfg.checkpoint_every, seed=seed)
 
 
 class RayBank:
-    """Every pixel of every view as a ray with its colour and mask, on the training device."""
+    """Every pixel of every view as a ray with its colour and soft mask, on the training device."""
 
     def __init__(self, views: Views, device: torch.device) -> None:
         width, height = views.size
@@ -69,7 +71,7 @@ class RayBank:
         self.origins = as_tensor(np.stack(origins))
         self.dirs = as_tensor(np.stack(dirs))
         self.colors = as_tensor(views.images)
-        self.masks = torch.from_numpy(views.masks.reshape(-1).astype(np.float32)).to(device)
+        self.masks = torch.from_numpy(np.ascontiguousarray(views.masks, dtype=np.float32).reshape(-1)).to(device)
 
     def __len__(self) -> int:
         return self.origins.shape[0]
@@ -144,13 +146,20 @@ def render_batch(field: NeuSField, origins: torch.Tensor, dirs: torch.Tensor, re
                          weights_fn=getattr(grid, "weights", None))
 
 
+def mask_term(opacity: torch.Tensor, masks: torch.Tensor, kind: str) -> torch.Tensor:
+    """How far the rendered opacity is from the soft mask: mean squared error or binary cross-entropy."""
+    if kind == "mse":
+        return F.mse_loss(opacity, masks)
+    return F.binary_cross_entropy(opacity.clamp(1e-3, 1 - 1e-3), masks)
+
+
 def step_loss(field: NeuSField, origins: torch.Tensor, dirs: torch.Tensor, colors: torch.Tensor,
               masks: torch.Tensor, settings: TrainSettings, render: RenderSettings,
               grid: Optional[torch.nn.Module], cos_anneal_ratio: float) -> torch.Tensor:
-    """L1 colour + mask BCE + eikonal (+ curvature) of one batch of rays."""
+    """L1 colour + mask (MSE or BCE) + eikonal (+ curvature) of one batch of rays."""
     out = render_batch(field, origins, dirs, render, grid, cos_anneal_ratio, training=True)
     color_loss = F.l1_loss(out["color"], colors)
-    mask_loss = F.binary_cross_entropy(out["opacity"].clamp(1e-3, 1 - 1e-3), masks)
+    mask_loss = mask_term(out["opacity"], masks, settings.mask_loss)
     inside = out["inside"]
     eikonal = (((out["grad_norm"] - 1) ** 2) * inside).sum() / inside.sum().clamp(min=1)
     loss = color_loss + settings.mask_weight * mask_loss + settings.eikonal_weight * eikonal

@@ -3,8 +3,10 @@
 A folder holds N RGB(A) images named by index in any zero padding (``0.png``, ``00.png``,
 ``000.png``) and, optionally, ``cameras.json`` (``K`` and world-to-camera ``poses``, the layout the
 generate stage writes). Without ``cameras.json`` the views are SyncDreamer's 16 standard cameras.
-Masks come from the alpha channel when there is one; otherwise from the white background
-(threshold plus morphological clean-up), and the log says which.
+Masks are soft (alpha in [0, 1]): from the alpha channel when there is one; otherwise from a
+background remover when the caller passes one (the segment stage's carvekit, as the official code
+does), else from the white-background threshold (binary, speckle removed, holes kept open). The log
+and ``Views.mask_source`` say which.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -22,12 +24,14 @@ from img2mesh.errors import InputError
 from img2mesh.utils.images import white_background_mask
 
 log = logging.getLogger("img2mesh")
+# Masks of views without alpha: N,H,W,3 images on white -> N,H,W masks in [0, 1] and where they came from.
+MaskMaker = Callable[[np.ndarray], tuple[np.ndarray, str]]
 VIEW_NAME = re.compile(r"^(\d+)\.(png|jpg|jpeg|webp)$", re.IGNORECASE)
 
 
 @dataclass
 class Views:
-    """Images (N,H,W,3 float in [0,1], on white), masks (N,H,W bool), K (N,3,3), poses (N,3,4)."""
+    """Images (N,H,W,3 float in [0,1], on white), soft masks (N,H,W float32 in [0,1]), K (N,3,3), poses (N,3,4)."""
 
     images: np.ndarray
     masks: np.ndarray
@@ -38,6 +42,11 @@ class Views:
     @property
     def size(self) -> tuple[int, int]:
         return self.images.shape[2], self.images.shape[1]
+
+    @property
+    def silhouettes(self) -> np.ndarray:
+        """Binary masks (N,H,W bool): where the soft mask is at least one half."""
+        return self.masks >= 0.5
 
 
 def find_view_files(folder: Path) -> list[Path]:
@@ -87,10 +96,12 @@ def read_cameras(folder: Path, count: int, width: int, path: Optional[Path] = No
     return Ks, poses
 
 
-def load_views(folder: Path, image_size: int = 0, cameras_file: Optional[Path] = None) -> Views:
+def load_views(folder: Path, image_size: int = 0, cameras_file: Optional[Path] = None,
+               mask_maker: Optional[MaskMaker] = None) -> Views:
     """Read and check a views folder; ``image_size`` > 0 resizes the views (and K) to that size.
 
     ``cameras_file`` overrides ``folder/cameras.json`` (the generate stage keeps one for all samples).
+    ``mask_maker`` makes the masks of views without alpha (default: :func:`threshold_masks`).
     """
     from PIL import Image
 
@@ -123,14 +134,20 @@ def load_views(folder: Path, image_size: int = 0, cameras_file: Optional[Path] =
     Ks, poses = read_cameras(folder, len(files), image_size or width, cameras_file)
     use_alpha = all(a is not None for a in alphas) and not all(a.min() >= 0.999 for a in alphas)
     if use_alpha:
-        masks, source = np.stack([a > 0.5 for a in alphas]), "alpha"
+        masks, source = np.stack(alphas), "alpha"
     else:
-        masks, source = np.stack([white_background_mask(im) for im in images]), "white-background threshold"
+        masks, source = (mask_maker or threshold_masks)(np.stack(images))
+    masks = np.asarray(masks, dtype=np.float32)
     log.info("reconstruct: %d views of %dx%d, masks from the %s", len(files), *images[0].shape[1::-1], source)
-    empty = [i for i, m in enumerate(masks) if not m.any()]
+    empty = [i for i, m in enumerate(masks) if not (m >= 0.5).any()]
     if empty:
         raise InputError(f"{folder}: the mask of view {empty[0]} is empty (no object visible)")
     return Views(np.stack(images), masks, Ks, poses, source)
+
+
+def threshold_masks(images: np.ndarray) -> tuple[np.ndarray, str]:
+    """Binary masks of views on white: the fallback when no background remover is at hand."""
+    return np.stack([white_background_mask(im) for im in images]), "white-background threshold"
 
 
 def pixel_rays(K: np.ndarray, pose: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:

@@ -21,12 +21,14 @@ def composite_on_white(rgba: "Image.Image") -> np.ndarray:
 
 
 def clean_mask(mask: np.ndarray) -> np.ndarray:
-    """Open then close with a 3x3 window and fill holes: drops speckle, keeps the silhouette."""
+    """Open with a 3x3 window: drops single-pixel speckle and nothing else.
+
+    No closing and no hole filling: closing glues limbs to bodies, and filling turns the background
+    seen through a handle or a ring into foreground (which then closes it with a membrane).
+    """
     from scipy import ndimage
 
-    mask = ndimage.binary_opening(mask, iterations=1)
-    mask = ndimage.binary_closing(mask, iterations=2)
-    return ndimage.binary_fill_holes(mask)
+    return ndimage.binary_opening(mask, iterations=1)
 
 
 def white_background_mask(rgb: np.ndarray) -> np.ndarray:

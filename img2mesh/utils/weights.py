@@ -170,15 +170,25 @@ class CarvekitWeight:
         return f"carvekit's downloader (file {self.filename})"
 
 
+LOFTR_FILES = {"indoor_new": "loftr_indoor_ds_new.ckpt", "outdoor": "loftr_outdoor.ckpt"}
+
+
 @dataclass(frozen=True)
 class LoftrWeight:
-    """kornia's LoFTR outdoor weights, fetched and cached by kornia (torch.hub's cache)."""
+    """kornia's LoFTR weights (``indoor_new``, One-2-3-45's, or ``outdoor``), cached by kornia (torch.hub)."""
 
     name: str = "loftr"
-    description: str = "kornia LoFTR outdoor matcher weights"
+    variant: str = "indoor_new"
     used_by: str = "elevation (matcher: loftr)"
     size: str = "about 45 MB"
-    filename: str = "loftr_outdoor.ckpt"
+
+    @property
+    def description(self) -> str:
+        return f"kornia LoFTR {self.variant} matcher weights"
+
+    @property
+    def filename(self) -> str:
+        return LOFTR_FILES[self.variant]
 
     def locate(self) -> Optional[Path]:
         import torch
@@ -194,14 +204,14 @@ class LoftrWeight:
             raise WeightsError("the loftr matcher needs kornia (`pip install kornia`); "
                                "or use --set elevation.matcher=sift") from None
         try:
-            return LoFTR(pretrained="outdoor").to(device).eval().requires_grad_(False)
+            return LoFTR(pretrained=self.variant).to(device).eval().requires_grad_(False)
         except Exception as exc:  # network errors surface as many types through torch.hub
             import torch
 
             raise WeightsError(
                 f"{self.description} ({self.filename}, {self.size}) are not in torch.hub's cache "
                 f"{Path(torch.hub.get_dir()) / 'checkpoints'} and could not be downloaded "
-                f"({type(exc).__name__}); run `img2mesh weights download loftr` where there is internet "
+                f"({type(exc).__name__}); run `img2mesh weights download {self.name}` where there is internet "
                 f"and copy that folder here, or use --set elevation.matcher=sift") from None
 
     def download(self) -> Path:
@@ -223,11 +233,12 @@ def registry(hub_sources: Sequence[str] = ()) -> list[WeightFile]:
             sources=tuple(HubFile.parse(s) for s in hub_sources),
             path_option="--checkpoint",
         ),
-        CarvekitWeight("tracer_b7", "carvekit Tracer-B7 segmentation weights", "segment",
+        CarvekitWeight("tracer_b7", "carvekit Tracer-B7 segmentation weights", "segment, reconstruct masks",
                        "about 270 MB", "tracer_b7.pth"),
-        CarvekitWeight("fba", "carvekit FBA matting weights", "segment", "about 140 MB",
+        CarvekitWeight("fba", "carvekit FBA matting weights", "segment, reconstruct masks", "about 140 MB",
                        "fba_matting.pth"),
         LoftrWeight(),
+        LoftrWeight("loftr_outdoor", "outdoor", "elevation (elevation.loftr_weights: outdoor)"),
     ]
 
 

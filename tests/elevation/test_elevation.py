@@ -132,5 +132,29 @@ def test_loftr_offline_says_what_to_do(monkeypatch):
     with pytest.raises(WeightsError) as info:
         get_weight("loftr").load("cpu")
     message = str(info.value)
-    assert "loftr_outdoor.ckpt" in message and "img2mesh weights download loftr" in message
+    assert "loftr_indoor_ds_new.ckpt" in message and "img2mesh weights download loftr`" in message
     assert "elevation.matcher=sift" in message
+
+
+def test_real_loftr_matches_at_480_in_the_views_pixels():
+    """kornia's LoFTR itself (untrained weights: the code path, not the matches) sees both views as
+    480² grey images, as One-2-3-45 does, and its keypoints come back in the 256² views' pixels."""
+    from kornia.feature import LoFTR
+
+    from img2mesh.elevation.matching import loftr_matches
+
+    torch.manual_seed(0)
+    network = LoFTR(pretrained=None).eval()
+    network.coarse_matching.thr = 0.0  # untrained confidences are tiny: keep every mutual match
+    seen, raw = [], []
+    network.register_forward_pre_hook(lambda module, args: seen.append({k: v.shape for k, v in args[0].items()}))
+    network.register_forward_hook(lambda module, args, out: raw.append(out["keypoints0"].numpy().copy()))
+    rng = np.random.default_rng(0)
+    view = (rng.random((256, 256, 3)) * 255).astype(np.uint8)
+    everywhere = np.ones((256, 256), bool)
+    matches = loftr_matches(view, view[:, ::-1].copy(), everywhere, everywhere, network, "cpu", size=480)
+    assert seen == [{"image0": (1, 1, 480, 480), "image1": (1, 1, 480, 480)}]
+    assert len(matches.points_a) == len(matches.points_b) == len(matches.confidence) > 0
+    # pixel centres onto pixel centres: back in the 256² views' pixels, not the 480² grid's
+    assert np.allclose(matches.points_a, (raw[0] + 0.5) * 256 / 480 - 0.5)
+    assert matches.points_a.max() < 256 and matches.points_b.max() < 256

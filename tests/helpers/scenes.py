@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -22,11 +23,13 @@ BOUND = SceneConfig().bound
 RENDER = RenderSettings(coarse_samples=32, fine_samples=32, bound=BOUND, up_sample_steps=2)
 
 
-def render_views(mesh: trimesh.Trimesh, folder: Path, size: int = 64, alpha: bool = True, padding: int = 3) -> Path:
-    """The mesh at the 16 SyncDreamer cameras, colour from position, RGBA (or RGB on white)."""
+def render_views(mesh: trimesh.Trimesh, folder: Path, size: int = 64, alpha: bool = True, padding: int = 3,
+                 colors: Optional[np.ndarray] = None) -> Path:
+    """The mesh at the 16 SyncDreamer cameras, RGBA (or RGB on white); vertex ``colors`` in [0, 1]
+    (default: from position)."""
     folder.mkdir(parents=True, exist_ok=True)
     K = torch.tensor(cameras.intrinsics(size), dtype=torch.float32)
-    colors = (np.asarray(mesh.vertices) * 0.8 + 0.5).clip(0, 1)
+    colors = (np.asarray(mesh.vertices) * 0.8 + 0.5).clip(0, 1) if colors is None else colors
     for i, pose in enumerate(cameras.target_poses()):
         raster = rasterize(torch.tensor(mesh.vertices, dtype=torch.float32), torch.tensor(mesh.faces), K,
                            torch.tensor(pose, dtype=torch.float32), size, size)
@@ -47,6 +50,21 @@ def box_mesh() -> trimesh.Trimesh:
     box = trimesh.creation.box(extents=(0.6, 0.35, 0.45))
     box.apply_translation((0.08, -0.05, 0.02))
     return box
+
+
+NEAR_WHITE = (0.96, 0.95, 0.93)  # a light beige: above the white-background threshold in every channel
+
+
+def figure_with_a_light_head() -> tuple[trimesh.Trimesh, np.ndarray, np.ndarray]:
+    """A dark-ish body with a near-white head on top (touching the silhouette in every view): the
+    mesh, its vertex colours, and the head's centre."""
+    body = trimesh.creation.box(extents=(0.3, 0.3, 0.4))
+    body.apply_translation((0.0, 0.0, -0.12))
+    head = trimesh.creation.box(extents=(0.22, 0.22, 0.2))
+    head.apply_translation((0.0, 0.0, 0.18))
+    colors = np.concatenate([np.tile([0.55, 0.3, 0.2], (len(body.vertices), 1)),
+                             np.tile(NEAR_WHITE, (len(head.vertices), 1))])
+    return trimesh.util.concatenate([body, head]), colors, np.array([0.0, 0.0, 0.18])
 
 
 def small_field(kind: str = "mlp") -> NeuSField:

@@ -119,7 +119,7 @@ def test_internal_settings_take_no_defaults_of_their_own():
     from img2mesh.reconstruct.renderer import RenderSettings
     from img2mesh.reconstruct.trainer import TrainSettings
 
-    config_backed = {TrainSettings: {"steps", "rays_per_step", "learning_rate", "warmup_steps", "mask_weight",
+    config_backed = {TrainSettings: {"steps", "rays_per_step", "learning_rate", "warmup_steps", "mask_loss", "mask_weight",
                                      "eikonal_weight", "curvature_weight", "checkpoint_every", "seed"},
                      SamplerSettings: {"guidance", "steps", "eta", "batch_views", "input_latent"},
                      Guidance: {"kind", "scales"},
