@@ -110,15 +110,21 @@ _STATUS_STYLE = {"done": "green", "skipped": "cyan", "kept": "cyan", "failed": "
                  "interrupted": "yellow", "not run": "dim"}
 
 
+def titled_table(title: str, columns: tuple[str, ...]) -> Any:
+    """A Rich table with its title on the left and these column headers (every CLI table)."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
 def stage_table(result: "RunResult") -> Any:
     """Stage, status, time and output of one input's run."""
     from rich.markup import escape
-    from rich.table import Table
 
-    title = escape(f"{result.image} -> {result.run_dir}")
-    table = Table(title=title, title_justify="left")
-    for column in ("stage", "status", "time", "output"):
-        table.add_column(column)
+    table = titled_table(escape(f"{result.image} -> {result.run_dir}"), ("stage", "status", "time", "output"))
     for o in result.outcomes:
         style = _STATUS_STYLE.get(o.status, "")
         shown = o.error if o.error else ", ".join(o.outputs) or (f"{o.stage}/" if o.status in ("done", "skipped") else "")
@@ -131,12 +137,9 @@ def stage_table(result: "RunResult") -> Any:
 def batch_table(results: list["RunResult"]) -> Any:
     """One line per input: status, time, and the main output or the error."""
     from rich.markup import escape
-    from rich.table import Table
 
     ok = sum(r.ok for r in results)
-    table = Table(title=f"{ok} of {len(results)} inputs succeeded", title_justify="left")
-    for column in ("input", "status", "time", "output"):
-        table.add_column(column)
+    table = titled_table(f"{ok} of {len(results)} inputs succeeded", ("input", "status", "time", "output"))
     for r in results:
         status = "[green]ok[/]" if r.ok else "[red]failed[/]"
         shown = r.error if r.error else str(r.run_dir / (r.main_output() or ""))
@@ -146,11 +149,8 @@ def batch_table(results: list["RunResult"]) -> Any:
 
 def stages_table(stages: list["Stage"]) -> Any:
     """What ``img2mesh stages`` shows."""
-    from rich.table import Table
-
-    table = Table(title="img2mesh stages, in order", title_justify="left")
-    for column in ("stage", "what it does", "reads", "writes (OUT/<stage>/)", "config keys"):
-        table.add_column(column)
+    table = titled_table("img2mesh stages, in order",
+                         ("stage", "what it does", "reads", "writes (OUT/<stage>/)", "config keys"))
     for s in stages:
         table.add_row(s.name, s.description, ", ".join(s.reads) or "the input image",
                       ", ".join(o.removeprefix("**/") for o in s.outputs), ", ".join(s.config_keys))
@@ -173,11 +173,8 @@ def rows_table(title: str, rows: list[tuple[str, str]]) -> Any:
 def weights_table(entries: list["WeightFile"]) -> Any:
     """What ``img2mesh weights list`` shows."""
     from rich.markup import escape
-    from rich.table import Table
 
-    table = Table(title="weight files", title_justify="left")
-    for column in ("name", "used by", "size", "source", "local path"):
-        table.add_column(column)
+    table = titled_table("weight files", ("name", "used by", "size", "source", "local path"))
     for e in entries:
         path = e.locate()
         table.add_row(e.name, e.used_by, e.size, escape(e.source()),

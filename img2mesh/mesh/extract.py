@@ -66,10 +66,6 @@ def keep_components(mesh: "trimesh.Trimesh", min_fraction: float) -> tuple["trim
     return (trimesh.util.concatenate(kept) if len(kept) > 1 else kept[0]), len(kept), len(parts) - len(kept)
 
 
-def keep_main_component(mesh: "trimesh.Trimesh") -> "trimesh.Trimesh":
-    """The largest connected component only."""
-    return keep_components(mesh, 1.0)[0]
-
 
 def surface_colors(field: NeuSField, points: np.ndarray, device: torch.device, chunk: int = 65536) -> np.ndarray:
     """RGB (N,3 float in [0, 1]) of the colour field at surface points, looking along the inward normal."""

@@ -87,10 +87,10 @@ def small_settings(**changes) -> TrainSettings:
 
 def iou_with_truth(field: NeuSField, truth: trimesh.Trimesh) -> float:
     from img2mesh.evaluation.metrics import volume_iou
-    from img2mesh.mesh.extract import keep_main_component, marching_cubes, sdf_grid
+    from img2mesh.mesh.extract import keep_components, marching_cubes, sdf_grid
 
     device = next(field.parameters()).device
-    mesh = keep_main_component(marching_cubes(sdf_grid(field, 64, 0.6, device), 0.6))
+    mesh, _, _ = keep_components(marching_cubes(sdf_grid(field, 64, 0.6, device), 0.6), 1.0)  # largest only
     return volume_iou(mesh, truth)
 
 

@@ -18,7 +18,7 @@ from img2mesh.errors import InputError
 from img2mesh.evaluation.gso import normalise_ground_truth
 from img2mesh.evaluation.metrics import evaluate, occupancy
 from img2mesh.mesh.export import WORLD_TO_EXPORT, export_mesh, to_world_frame
-from img2mesh.mesh.extract import keep_main_component, marching_cubes
+from img2mesh.mesh.extract import keep_components, marching_cubes
 from img2mesh.reconstruct.fields import NeuSField
 from img2mesh.reconstruct.trainer import train
 from img2mesh.reconstruct.views import load_views, pixel_rays
@@ -215,7 +215,7 @@ def test_marching_cubes_of_an_analytic_sphere():
     x, y, z = np.meshgrid(line, line, line, indexing="ij")
     values = (np.sqrt(x**2 + y**2 + z**2) - 0.4).astype(np.float32)
     values[:6, :6, :6] = -1.0  # a floater in a corner
-    mesh = keep_main_component(marching_cubes(values, 0.6))
+    mesh, _, _ = keep_components(marching_cubes(values, 0.6), 1.0)
     assert mesh.is_watertight and mesh.volume > 0
     assert abs(mesh.volume - 4 / 3 * math.pi * 0.4**3) / (4 / 3 * math.pi * 0.4**3) < 0.02
     assert np.abs(mesh.vertices).max() < 0.42
