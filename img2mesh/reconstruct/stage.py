@@ -120,6 +120,6 @@ _COMMON = dict(name="reconstruct", description="fit a NeuS signed-distance field
                config_keys=("reconstruct", "scene", "run.seed", "segment.random_weights", "segment.seg_size",
                             "segment.matting_size"),
                models=("carvekit",),  # masks of views without alpha (the segment stage's remover)
-               version=3)  # 2: dense samples inside the scene cube, hash grid over it; 3: soft masks, MSE
+               version=3)  # 2: dense samples inside the scene cube, hash grid over it; 3: soft masks, 1.0 x BCE
 STAGE = Stage(reads=("generate",), run=run_on_generated, check_config=check_select, **_COMMON)
 FOLDER_STAGE = Stage(reads=(), run=run_on_folder, check_input=check_views_folder, **_COMMON)

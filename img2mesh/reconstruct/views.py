@@ -137,12 +137,12 @@ def load_views(folder: Path, image_size: int = 0, cameras_file: Optional[Path] =
         masks, source = np.stack(alphas), "alpha"
     else:
         masks, source = (mask_maker or threshold_masks)(np.stack(images))
-    masks = np.asarray(masks, dtype=np.float32)
+    views = Views(np.stack(images), np.asarray(masks, dtype=np.float32), Ks, poses, source)
     log.info("reconstruct: %d views of %dx%d, masks from the %s", len(files), *images[0].shape[1::-1], source)
-    empty = [i for i, m in enumerate(masks) if not (m >= 0.5).any()]
+    empty = [i for i, m in enumerate(views.silhouettes) if not m.any()]
     if empty:
         raise InputError(f"{folder}: the mask of view {empty[0]} is empty (no object visible)")
-    return Views(np.stack(images), masks, Ks, poses, source)
+    return views
 
 
 def threshold_masks(images: np.ndarray) -> tuple[np.ndarray, str]:
