@@ -34,14 +34,17 @@ def reconstruct_stages() -> list["Stage"]:
 
 
 def run_images(request: "RunRequest", reporter: Optional["Reporter"] = None) -> list["RunResult"]:
-    """``img2mesh run``: the whole pipeline on every image of the request."""
+    """``img2mesh run``: the whole pipeline on every image of the request, each with its HTML
+    report, and a batch with its index page."""
     from img2mesh.pipeline.batch import run_request
+    from img2mesh.report import refresh_index, refresh_report
 
-    return run_request(request, default_stages(), reporter)
+    return run_request(request, default_stages(), reporter, after_each=refresh_report, after_batch=refresh_index)
 
 
 def run_views(request: "RunRequest", reporter: Optional["Reporter"] = None) -> "RunResult":
-    """``img2mesh reconstruct``: reconstruct and mesh on one folder of views."""
+    """``img2mesh reconstruct``: reconstruct and mesh on one folder of views, with the HTML report."""
     from img2mesh.pipeline.batch import run_folder
+    from img2mesh.report import refresh_report
 
-    return run_folder(request, reconstruct_stages(), reporter)
+    return run_folder(request, reconstruct_stages(), reporter, after_each=refresh_report)

@@ -38,8 +38,14 @@ TextureOpt = Annotated[Optional[bool], typer.Option("--texture/--no-texture",
                                                     help="Bake a UV texture into GLB/OBJ (mesh.texture; default on).")]
 TargetFacesOpt = Annotated[Optional[int], typer.Option("--target-faces", min=4,
                                                        help="Decimate to about N faces (mesh.target_faces).")]
+RemeshOpt = Annotated[Optional[str], typer.Option("--remesh", help="none, or quad: also write mesh_quad.obj, "
+                                                                   "quads of about --target-faces (mesh.remesh).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings, errors and the summary.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug messages and tracebacks.")]
+OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never touch the network: weights come from the "
+                                                            "local caches or fail at once (HF_HUB_OFFLINE=1).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document of the results on stdout "
+                                                      "(messages stay on stderr).")]
 
 
 def _print_error(message: str) -> None:
@@ -97,6 +103,7 @@ def run(
     formats: FormatOpt = None,
     texture: TextureOpt = None,
     target_faces: TargetFacesOpt = None,
+    remesh: RemeshOpt = None,
     select: Optional[str] = typer.Option(None, "--select",
                                          help="Sample set to reconstruct: auto (best score), K, or all."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "--weights",
@@ -105,8 +112,10 @@ def run(
                                           help="Allow unpickling a checkpoint that safe loading refuses."),
     no_segment: bool = typer.Option(False, "--no-segment",
                                     help="Skip background removal: use the image's alpha, or all of it."),
+    offline: OfflineOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Run the pipeline on one or more images; finished stages are skipped when nothing changed."""
     from img2mesh.app import run_images
@@ -114,7 +123,8 @@ def run(
     from img2mesh.pipeline.batch import RunRequest
 
     values = _flag_values(seed=seed, device=device, formats=formats, elevation=elevation,
-                          num_samples=num_samples, checkpoint=checkpoint, texture=texture, target_faces=target_faces)
+                          num_samples=num_samples, checkpoint=checkpoint, texture=texture, target_faces=target_faces,
+                          remesh=remesh)
     if select is not None:
         values["reconstruct.select"] = int(select) if select.strip().isdigit() else select.strip().lower()
     if no_segment:
@@ -123,24 +133,23 @@ def run(
         values["generate.trust_checkpoint"] = True
     request = RunRequest(inputs=inputs, out=out, preset=preset, config_file=config, overrides=list(set_),
                          values=values, from_stage=from_stage, until_stage=until_stage, force=force)
+    if offline:
+        from img2mesh.utils.network import go_offline
+
+        go_offline()
     reporter = ConsoleReporter(quiet=quiet, verbose=verbose)
-    try:
-        results = _guard(verbose, lambda: run_images(request, reporter))
-    except KeyboardInterrupt:
-        reporter.err.print("[yellow]interrupted[/]: finished stages are kept; run the same command to resume")
-        raise typer.Exit(EXIT_INTERRUPTED)
-    _report(results, reporter)
+    _run_and_report(lambda: run_images(request, reporter), reporter, verbose, as_json)
 
 
 def _flag_values(seed: Optional[int] = None, device: Optional[str] = None, formats: Optional[str] = None,
                  elevation: Optional[float] = None, num_samples: Optional[int] = None,
                  checkpoint: Optional[Path] = None, texture: Optional[bool] = None,
-                 target_faces: Optional[int] = None) -> dict[str, Any]:
+                 target_faces: Optional[int] = None, remesh: Optional[str] = None) -> dict[str, Any]:
     """Dotted config keys set by dedicated flags (they win over --set)."""
     values: dict[str, Any] = {}
     for key, value in (("run.seed", seed), ("run.device", device), ("elevation.value", elevation),
                        ("generate.num_samples", num_samples), ("mesh.texture", texture),
-                       ("mesh.target_faces", target_faces),
+                       ("mesh.target_faces", target_faces), ("mesh.remesh", remesh),
                        ("generate.checkpoint", str(checkpoint) if checkpoint else None)):
         if value is not None:
             values[key] = value
@@ -149,20 +158,62 @@ def _flag_values(seed: Optional[int] = None, device: Optional[str] = None, forma
     return values
 
 
-def _report(results: list, reporter: Any) -> None:
-    """Summary tables on stdout, one error line per failed input, and the exit code."""
+def _print_json(document: dict, stdout: Any) -> None:
+    import json
+
+    stdout.write(json.dumps(document, indent=2) + "\n")
+    stdout.flush()
+
+
+def _run_and_report(work: Callable[[], list], reporter: Any, verbose: bool, as_json: bool) -> None:
+    """Run ``work`` (a list of results), then print tables, or with ``as_json`` one JSON document.
+
+    With ``as_json`` everything else that would reach stdout while working goes to stderr, so stdout
+    holds the document alone, whatever happens (a usage error and Ctrl-C print one as well).
+    """
+    import contextlib
+
+    stdout = sys.stdout
+    try:
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            results = work()
+    except Img2MeshError as exc:
+        if as_json:
+            from img2mesh.pipeline.summary import document
+
+            _print_json(document([], exc.exit_code, str(exc), exc.category), stdout)
+        _fail(exc, verbose)
+    except KeyboardInterrupt:
+        reporter.err.print("[yellow]interrupted[/]: finished stages are kept; run the same command to resume")
+        if as_json:
+            from img2mesh.pipeline.summary import document
+
+            _print_json(document([], EXIT_INTERRUPTED, "interrupted", "interrupted"), stdout)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    _report(results, reporter, stdout if as_json else None)
+
+
+def _report(results: list, reporter: Any, json_to: Any = None) -> None:
+    """Summary tables on stdout (or the JSON document to ``json_to``), one error line per failed
+    input on stderr, and the exit code."""
     from img2mesh.console import batch_table, stage_table
 
-    for result in results:
-        reporter.out.print(stage_table(result))
-    if len(results) > 1:
-        reporter.out.print(batch_table(results))
     failed = [r for r in results if not r.ok]
+    exit_code = (failed[0].exit_code if len(results) == 1 else 1) if failed else 0
+    if json_to is not None:
+        from img2mesh.pipeline.summary import document
+
+        _print_json(document(results, exit_code), json_to)
+    else:
+        for result in results:
+            reporter.out.print(stage_table(result))
+        if len(results) > 1:
+            reporter.out.print(batch_table(results))
     for result in failed:
         prefix = f"{result.image.name}: " if len(results) > 1 else ""
         _print_error(f"{prefix}{result.error}")
     if failed:
-        raise typer.Exit(failed[0].exit_code if len(results) == 1 else 1)
+        raise typer.Exit(exit_code)
 
 
 @app.command()
@@ -180,8 +231,11 @@ def reconstruct(
     formats: FormatOpt = None,
     texture: TextureOpt = None,
     target_faces: TargetFacesOpt = None,
+    remesh: RemeshOpt = None,
+    offline: OfflineOpt = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Run only the reconstruct and mesh stages on a folder of views at known cameras."""
     from img2mesh.app import run_views
@@ -190,15 +244,14 @@ def reconstruct(
 
     request = RunRequest(inputs=[views], out=out, preset=preset, config_file=config, overrides=list(set_),
                          values=_flag_values(seed=seed, device=device, formats=formats, texture=texture,
-                                             target_faces=target_faces),
+                                             target_faces=target_faces, remesh=remesh),
                          from_stage=from_stage, until_stage=until_stage, force=force)
+    if offline:
+        from img2mesh.utils.network import go_offline
+
+        go_offline()
     reporter = ConsoleReporter(quiet=quiet, verbose=verbose)
-    try:
-        result = _guard(verbose, lambda: run_views(request, reporter))
-    except KeyboardInterrupt:
-        reporter.err.print("[yellow]interrupted[/]: run the same command to resume")
-        raise typer.Exit(EXIT_INTERRUPTED)
-    _report([result], reporter)
+    _run_and_report(lambda: [run_views(request, reporter)], reporter, verbose, as_json)
 
 
 @app.command("eval")
@@ -210,13 +263,29 @@ def evaluate(
     views: Optional[Path] = typer.Option(None, "--views",
                                          help="Views folder (e.g. the GT views): also report colour PSNR there."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
+    as_json: JsonOpt = False,
 ) -> None:
     """Chamfer distance and volume IoU against a Google Scanned Objects model (the papers' metric)."""
+    import contextlib
+
     from img2mesh.evaluation.gso import evaluate_files
 
-    scores = _guard(verbose, lambda: evaluate_files(prediction, gt, object_name, frame, views))
-    psnr = f"  psnr {scores.psnr:.2f}" if scores.psnr is not None else ""
-    typer.echo(f"chamfer {scores.chamfer:.5f}  iou {scores.iou:.4f}{psnr}")
+    stdout = sys.stdout
+    if not as_json:
+        scores = _guard(verbose, lambda: evaluate_files(prediction, gt, object_name, frame, views))
+        psnr = f"  psnr {scores.psnr:.2f}" if scores.psnr is not None else ""
+        typer.echo(f"chamfer {scores.chamfer:.5f}  iou {scores.iou:.4f}{psnr}")
+        return
+    document: dict[str, Any] = {"prediction": str(prediction), "gt": str(gt), "object": object_name}
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            scores = evaluate_files(prediction, gt, object_name, frame, views)
+    except Img2MeshError as exc:
+        _print_json({**document, "ok": False, "exit_code": exc.exit_code, "category": exc.category,
+                     "error": str(exc)}, stdout)
+        _fail(exc, verbose)
+    _print_json({**document, "ok": True, "exit_code": 0, "chamfer": scores.chamfer, "iou": scores.iou,
+                 "psnr": scores.psnr}, stdout)
 
 
 @app.command("config")

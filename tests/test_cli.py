@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 from img2mesh import __version__
 from img2mesh import app as stages_module
 from img2mesh.cli import app
+from img2mesh.errors import StageError
 
 from helpers.images import write_rgba
 from helpers.stages import Recorder, snapshot
@@ -167,6 +169,9 @@ def test_real_pipeline_runs_end_to_end_with_tiny_models(image, tmp_path):
         == ["done"] * 5
     assert manifest["stages"]["elevation"]["info"]["source"] == "default"  # noise views: too few matches
     assert (out / "mesh.glb").is_file() and (out / "generate" / "sample_0" / "15.png").is_file()
+    report = (out / "report.html").read_text()  # the page an artist opens, written after the run
+    for link in ("mesh/mesh.glb", "segment/rgba.png", "generate/sample_0/grid.png", "report_files/models.js"):
+        assert f"'{link}'" in report and (out / link).is_file(), link
     again = invoke("run", image, "-o", out, "--device", "cpu", "-q", "--elevation", "20", *tiny)
     assert again.exit_code == 0
     stages = json.loads((out / "img2mesh.json").read_text())["stages"]
@@ -277,3 +282,89 @@ def test_ctrl_c_exits_130_and_resumes(monkeypatch, recorder, image, tmp_path):
     recorder.calls.clear()
     assert invoke("run", image, "-o", tmp_path / "out", "--device", "cpu", "-q").exit_code == 0
     assert recorder.calls == ["b", "c"]
+
+
+def test_an_elevation_beyond_90_degrees_is_refused(fake_stages, image, tmp_path):
+    """Beyond +-90 degrees the camera is not above or below the object: a usage error, nothing written."""
+    for value in ("100", "-90.5"):
+        result = invoke("run", image, "-o", tmp_path / "out", "--device", "cpu", "--elevation", value)
+        assert_one_line_error(result, 2, "an elevation from -90 to 90 degrees")
+    assert not (tmp_path / "out").exists() and fake_stages.calls == []
+    result = invoke("run", image, "-o", tmp_path / "out", "--set", "elevation.value=180")
+    assert_one_line_error(result, 2, "elevation.value")
+    assert invoke("run", image, "-o", tmp_path / "out", "--device", "cpu", "--elevation", "-90", "-q").exit_code == 0
+
+
+def test_json_output_is_one_document_on_stdout(fake_stages, image, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("run", image, "-o", out, "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)  # stdout holds the document and nothing else
+    assert document["ok"] is True and document["exit_code"] == 0 and document["schema"] == 1
+    (entry,) = document["inputs"]
+    assert entry["status"] == "ok" and entry["out"] == str(out) and entry["category"] is None
+    assert [s["stage"] for s in entry["stages"]] == ["a", "b", "c"]
+    assert all(s["status"] == "done" and s["seconds"] >= 0 for s in entry["stages"])
+    (artifact,) = entry["artifacts"]  # stage c publishes out.txt
+    assert artifact["path"] == "out.txt" and artifact["size"] == (out / "out.txt").stat().st_size
+    assert artifact["sha256"] == hashlib.sha256((out / "out.txt").read_bytes()).hexdigest()
+    assert "c: done" in (out / "img2mesh.log").read_text()  # the messages went to the log and stderr
+    again = json.loads(invoke("run", image, "-o", out, "--device", "cpu", "--json").stdout)
+    assert [s["status"] for s in again["inputs"][0]["stages"]] == ["skipped"] * 3
+
+
+def test_json_output_reports_failures_by_kind(fake_stages, image, tmp_path):
+    fake_stages.fail["b"] = StageError("b broke")
+    failed = invoke("run", image, "-o", tmp_path / "out", "--device", "cpu", "--json")
+    document = json.loads(failed.stdout)
+    assert failed.exit_code == 1 and document["ok"] is False and document["exit_code"] == 1
+    (entry,) = document["inputs"]
+    assert entry["status"] == "failed" and entry["category"] == "stage" and entry["error"] == "b broke"
+    assert [s["status"] for s in entry["stages"]] == ["done", "failed"]
+    assert failed.stderr.strip().splitlines()[-1] == "error: b broke"  # the line stays on stderr
+    usage = invoke("run", image, "-o", tmp_path / "out2", "--json", "--set", "nope=1")
+    document = json.loads(usage.stdout)
+    assert usage.exit_code == 2 and document["category"] == "usage" and "nope" in document["error"]
+    assert document["inputs"] == []
+
+
+def test_json_batch_lists_every_input(fake_stages, tmp_path):
+    folder = tmp_path / "inputs"
+    write_rgba(folder / "one.png")
+    write_rgba(folder / "two.png")
+    (folder / "bad.png").write_bytes(b"not a png")
+    result = invoke("run", folder, "-o", tmp_path / "out", "--device", "cpu", "--json")
+    document = json.loads(result.stdout)
+    assert result.exit_code == 1 and document["exit_code"] == 1
+    by_name = {Path(e["input"]).name: e for e in document["inputs"]}
+    assert by_name["one.png"]["status"] == by_name["two.png"]["status"] == "ok"
+    assert by_name["bad.png"]["category"] == "input" and "not an image" in by_name["bad.png"]["error"]
+
+
+def test_eval_json(tmp_path):
+    import trimesh
+
+    from img2mesh.evaluation.gso import GSO_ANGLES_DEG, normalise_ground_truth
+
+    sphere = trimesh.creation.icosphere(subdivisions=3)
+    gt = tmp_path / "gt.obj"
+    sphere.export(gt)
+    pred = tmp_path / "pred.ply"
+    normalise_ground_truth(sphere, GSO_ANGLES_DEG["chicken"]).export(pred)  # the prediction is the truth
+    result = invoke("eval", pred, "--gt", gt, "--object", "chicken", "--frame", "world", "--json")
+    document = json.loads(result.stdout)
+    assert result.exit_code == 0 and document["ok"] and document["chamfer"] < 1e-3 and document["iou"] > 0.95
+    missing = invoke("eval", tmp_path / "nope.glb", "--gt", gt, "--object", "chicken", "--json")
+    document = json.loads(missing.stdout)
+    assert missing.exit_code != 0 and document["ok"] is False and document["error"]
+
+
+def test_offline_fails_at_once_without_retries(image, tmp_path):
+    """--offline: no download is tried; the weights error says so (no "Retrying in Ns" lines)."""
+    env = {"HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "torch")}
+    result = run_cli(["run", str(image), "-o", str(tmp_path / "out"), "--device", "cpu", "--elevation", "30",
+                      "--offline", "--no-segment"], env)
+    assert result.returncode == 1, result.stderr
+    message = " ".join(result.stderr.split())
+    assert "syncdreamer-pretrain.ckpt" in message and "--offline or HF_HUB_OFFLINE is set" in message
+    assert "Retrying" not in result.stderr and "Traceback" not in result.stderr

@@ -1,6 +1,6 @@
 """The import rule of the package, enforced by reading every module's imports (lazy ones included).
 
-    cli, app, console, doctor  ->  stage packages  ->  pipeline framework  ->  utils  ->  errors
+    cli, app, console, doctor  ->  stage packages, report  ->  pipeline framework  ->  utils  ->  errors
 
 * ``img2mesh.cli`` and the application modules (``app``, ``console``, ``doctor``) assemble the rest and
   may import anything;
@@ -8,6 +8,8 @@
   ``evaluation`` library import the framework's contract (``pipeline.contract``, ``pipeline.config``),
   ``utils``, ``errors`` and other packages' library modules, never another package's ``stage``
   module, and never the application modules;
+* ``report`` (the HTML pages written after a run) reads what the framework recorded: it imports
+  ``pipeline``, ``utils`` and ``errors``, no stage package (it reads their files, not their code);
 * ``pipeline`` is the framework: it imports ``utils``, ``errors`` and itself, no stage package;
 * ``utils`` imports only ``errors`` and itself.
 """
@@ -61,6 +63,8 @@ def violation(importer: str, imported: str) -> str | None:
         return None
     if source == "utils":
         return "utils imports nothing above it"
+    if source == "report":
+        return None if target in ("pipeline", "utils") else "the report reads the framework's records, no stage's code"
     if source == "pipeline":
         return None if target == "utils" else "the framework imports no stage package or application module"
     if source.startswith("stage:"):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from img2mesh.errors import UsageError
 from img2mesh.pipeline.config import Config, load_config
@@ -15,6 +15,9 @@ from img2mesh.pipeline.contract import Reporter, Stage
 from img2mesh.pipeline.inputs import assign_run_dirs, check_output_dir, collect_images
 from img2mesh.pipeline.lock import RunLock
 from img2mesh.pipeline.runner import Runner, RunResult, stage_range
+
+AfterEach = Callable[[RunResult], None]  # e.g. the HTML report of one input
+AfterBatch = Callable[[Path, list[RunResult]], None]  # e.g. the batch's index page
 
 
 @dataclass
@@ -50,7 +53,8 @@ def resolve(request: RunRequest, stages: Sequence[Stage]) -> tuple[Config, list,
     return config, assign_run_dirs(images, request.out, batch), batch
 
 
-def run_folder(request: RunRequest, stages: Sequence[Stage], reporter: Optional[Reporter] = None) -> RunResult:
+def run_folder(request: RunRequest, stages: Sequence[Stage], reporter: Optional[Reporter] = None,
+               after_each: Optional[AfterEach] = None) -> RunResult:
     """The stages on one folder given as the input (``img2mesh reconstruct VIEWS_DIR``)."""
     from img2mesh.utils.device import resolve_device
 
@@ -61,14 +65,21 @@ def run_folder(request: RunRequest, stages: Sequence[Stage], reporter: Optional[
     check_output_dir(request.out)
     runner = Runner(stages, config, resolve_device(config.run.device), reporter)
     try:
-        return runner.run(Path(folder), request.out, from_stage=request.from_stage,
-                          until_stage=request.until_stage, force=request.force)
+        result = runner.run(Path(folder), request.out, from_stage=request.from_stage,
+                            until_stage=request.until_stage, force=request.force)
     finally:
         runner.close()
+    if after_each is not None:
+        after_each(result)
+    return result
 
 
-def run_request(request: RunRequest, stages: Sequence[Stage], reporter: Optional[Reporter] = None) -> list[RunResult]:
-    """Run every input of a request; per-input failures are in the results, usage errors raise."""
+def run_request(request: RunRequest, stages: Sequence[Stage], reporter: Optional[Reporter] = None,
+                after_each: Optional[AfterEach] = None, after_batch: Optional[AfterBatch] = None) -> list[RunResult]:
+    """Run every input of a request; per-input failures are in the results, usage errors raise.
+
+    ``after_each`` sees each input's result as soon as it is done, ``after_batch`` all of a batch's.
+    """
     from img2mesh.utils.device import resolve_device
 
     stages = list(stages)
@@ -78,12 +89,19 @@ def run_request(request: RunRequest, stages: Sequence[Stage], reporter: Optional
     options = dict(from_stage=request.from_stage, until_stage=request.until_stage, force=request.force)
     try:
         if not batch:
-            return [runner.run(runs[0].image, runs[0].run_dir, **options)]
+            results = [runner.run(runs[0].image, runs[0].run_dir, **options)]
+            if after_each is not None:
+                after_each(results[0])
+            return results
         results = []
         with RunLock(request.out):
             for number, item in enumerate(runs, 1):
                 runner.reporter.section(f"[{number}/{len(runs)}] {item.image}")
                 results.append(runner.run(item.image, item.run_dir, more_inputs=number < len(runs), **options))
+                if after_each is not None:
+                    after_each(results[-1])
+            if after_batch is not None:
+                after_batch(request.out, results)
         return results
     finally:
         runner.close()

@@ -113,6 +113,7 @@ class MeshConfig:
     texture: bool = True  # UV-unwrap (xatlas) and bake an albedo texture into GLB and OBJ
     texture_size: int = 1024  # texture width and height in texels
     preview: bool = True  # turntable.mp4 (GIF without ffmpeg) and preview.png
+    remesh: Literal["none", "quad"] = "none"  # quad: also mesh_quad.obj, Instant Meshes quads (~target_faces)
 
 
 @dataclass
@@ -150,6 +151,9 @@ def _check_extra(key: str, value: Any) -> None:
         )
         if not ok:
             raise UsageError(f"config key run.device: {value!r} is not one of {_DEVICE_HELP}")
+    if key == "elevation.value" and value is not None and not -90.0 <= value <= 90.0:
+        # Beyond +-90 degrees the camera is not above or below the object but upside down behind it.
+        raise UsageError(f"config key elevation.value: an elevation from -90 to 90 degrees, got {value:g}")
     if key == "elevation.search" and (len(value) != 2 or value[0] >= value[1]):
         raise UsageError("config key elevation.search: needs [low, high] with low < high")
     if key == "generate.harmony_scales" and len(value) != 2:

@@ -49,6 +49,7 @@ class RunResult:
     outcomes: list[StageOutcome] = field(default_factory=list)
     error: Optional[str] = None
     exit_code: int = 0
+    category: Optional[str] = None  # the failure's kind (Img2MeshError.category); None when it succeeded
     seconds: float = 0.0
 
     @property
@@ -142,6 +143,7 @@ class Runner:
         except Img2MeshError as exc:
             result.error = str(exc)
             result.exit_code = exc.exit_code
+            result.category = exc.category
             log.error("%s: %s", image.name, exc, extra={"file_only": True})
             log.debug("details", exc_info=True, extra={"file_only": not self.reporter.verbose})
         finally:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Protocol, Sequence
 
 from img2mesh.errors import UsageError, WeightsError
+from img2mesh.utils.network import offline_requested, unreachable
 
 if TYPE_CHECKING:
     import torch
@@ -52,10 +53,20 @@ def hf_cache_dir() -> Path:
 
 
 def hub_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` forbids network access."""
+    """True when ``--offline`` or ``HF_HUB_OFFLINE`` forbids network access."""
     from huggingface_hub import constants
 
-    return bool(constants.HF_HUB_OFFLINE)
+    return offline_requested() or bool(constants.HF_HUB_OFFLINE)
+
+
+OFFLINE_REASON = "offline: --offline or HF_HUB_OFFLINE is set"
+CARVEKIT_HOSTS = ("https://cdn.carve.photos", "https://huggingface.co")  # carvekit's CDN, then its Hub mirror
+LOFTR_HOSTS = ("https://huggingface.co", "https://cmp.felk.cvut.cz")  # kornia's two URLs per variant
+
+
+def no_download_reason(urls: Sequence[str]) -> Optional[str]:
+    """Why a download cannot even be tried (offline, or none of ``urls``' hosts answers), else None."""
+    return OFFLINE_REASON if hub_offline() else unreachable(urls)
 
 
 class WeightFile(Protocol):
@@ -95,18 +106,23 @@ class HubWeight:
         return None
 
     def download(self) -> Path:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import constants, hf_hub_download
 
         if not self.sources:
             raise WeightsError(f"{self.description}: no Hugging Face source is configured "
                                f"(generate.hub_sources is empty); pass {self.path_option} PATH")
-        failures = []
-        for src in self.sources:
-            try:
-                return Path(hf_hub_download(src.repo_id, src.filename, repo_type=src.repo_type))
-            except Exception as exc:  # network, auth, missing repo, offline: try the next source
-                failures.append(f"{src.repo_id}: {type(exc).__name__}")
-        why = "HF_HUB_OFFLINE is set" if hub_offline() else "; ".join(failures)
+        found = self.locate()
+        if found is not None:
+            return found
+        why = no_download_reason([constants.ENDPOINT])
+        if why is None:
+            failures = []
+            for src in self.sources:
+                try:
+                    return Path(hf_hub_download(src.repo_id, src.filename, repo_type=src.repo_type))
+                except Exception as exc:  # network, auth, missing repo: try the next source
+                    failures.append(f"{src.repo_id}: {type(exc).__name__}")
+            why = "; ".join(failures)
         raise WeightsError(
             f"{self.description} ({self.sources[0].filename.rsplit('/', 1)[-1]}, {self.size}) is not in "
             f"the Hugging Face cache {hf_cache_dir()} and could not be downloaded ({why}); run "
@@ -148,7 +164,7 @@ class CarvekitWeight:
         found = self.locate()
         if found is not None:
             return found
-        failure = "HF_HUB_OFFLINE is set" if hub_offline() else None
+        failure = no_download_reason(CARVEKIT_HOSTS)
         if failure is None:
             import warnings
 
@@ -203,16 +219,19 @@ class LoftrWeight:
         except ImportError:
             raise WeightsError("the loftr matcher needs kornia (`pip install kornia`); "
                                "or use --set elevation.matcher=sift") from None
-        try:
-            return LoFTR(pretrained=self.variant).to(device).eval().requires_grad_(False)
-        except Exception as exc:  # network errors surface as many types through torch.hub
-            import torch
+        why = None if self.locate() is not None else no_download_reason(LOFTR_HOSTS)
+        if why is None:
+            try:
+                return LoFTR(pretrained=self.variant).to(device).eval().requires_grad_(False)
+            except Exception as exc:  # network errors surface as many types through torch.hub
+                why = type(exc).__name__
+        import torch
 
-            raise WeightsError(
-                f"{self.description} ({self.filename}, {self.size}) are not in torch.hub's cache "
-                f"{Path(torch.hub.get_dir()) / 'checkpoints'} and could not be downloaded "
-                f"({type(exc).__name__}); run `img2mesh weights download {self.name}` where there is internet "
-                f"and copy that folder here, or use --set elevation.matcher=sift") from None
+        raise WeightsError(
+            f"{self.description} ({self.filename}, {self.size}) are not in torch.hub's cache "
+            f"{Path(torch.hub.get_dir()) / 'checkpoints'} and could not be downloaded "
+            f"({why}); run `img2mesh weights download {self.name}` where there is internet "
+            f"and copy that folder here, or use --set elevation.matcher=sift")
 
     def download(self) -> Path:
         self.load("cpu")
