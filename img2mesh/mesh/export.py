@@ -59,6 +59,12 @@ def export_mesh(mesh: "trimesh.Trimesh", folder: Path, formats: list[str],
     return written
 
 
+def white_mtl(material: str, image_name: str) -> str:
+    """An OBJ material whose colours are white, so that viewers which multiply Kd by the texture show
+    the texture as baked."""
+    return f"newmtl {material}\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\nmap_Kd {image_name}\n"
+
+
 def _write_textured_obj(mesh: "trimesh.Trimesh", path: Path) -> list[Path]:
     """``mesh.obj``, ``mesh.mtl`` and the texture image; the material's colours are white so that
     viewers which multiply Kd by the texture show the texture as baked."""
@@ -69,7 +75,7 @@ def _write_textured_obj(mesh: "trimesh.Trimesh", path: Path) -> list[Path]:
                              mtl_name=mtl.name)
     images = [name for name in files if name.endswith(".png")]
     material = Path(images[0]).stem
-    atomic_write_text(mtl, f"newmtl {material}\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\nmap_Kd {images[0]}\n")
+    atomic_write_text(mtl, white_mtl(material, images[0]))
     atomic_write_bytes(path.with_name(images[0]), files[images[0]])
     atomic_write_text(path, text)
     return [path, mtl, path.with_name(images[0])]

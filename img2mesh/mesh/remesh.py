@@ -156,6 +156,7 @@ def write_quad_obj(mesh: QuadMesh, path: Path, atlas: QuadAtlas | None = None,
 
     from PIL import Image
 
+    from img2mesh.mesh.export import white_mtl
     from img2mesh.utils.files import atomic_write_bytes, atomic_write_text
 
     path = Path(path)
@@ -167,7 +168,7 @@ def write_quad_obj(mesh: QuadMesh, path: Path, atlas: QuadAtlas | None = None,
         buffer = io.BytesIO()
         Image.fromarray(texture).save(buffer, format="PNG")
         atomic_write_bytes(image, buffer.getvalue())
-        atomic_write_text(mtl, f"newmtl {image.stem}\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nd 1\nillum 1\nmap_Kd {image.name}\n")
+        atomic_write_text(mtl, white_mtl(image.stem, image.name))
         lines += [f"mtllib {mtl.name}", f"usemtl {image.stem}"]
         written += [mtl, image]
     lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in mesh.vertices]
