@@ -232,6 +232,9 @@ def test_missing_carvekit_weights_offline_say_what_to_do(tmp_path, monkeypatch):
     from img2mesh.utils.weights import get_weight
 
     monkeypatch.setattr("carvekit.ml.files.checkpoints_dir", tmp_path / "ck")
+    # The hosts "answer" so that carvekit's own downloader runs and fails; CI has no network at all,
+    # where the probe alone would refuse before the downloader (the test below).
+    monkeypatch.setattr("img2mesh.utils.weights.unreachable", lambda urls: None)
 
     def offline(name):
         raise ConnectionError("no network")
@@ -242,6 +245,25 @@ def test_missing_carvekit_weights_offline_say_what_to_do(tmp_path, monkeypatch):
     message = str(info.value)
     assert "tracer_b7.pth" in message and "img2mesh weights download tracer_b7" in message
     assert str(tmp_path / "ck") in message and "ConnectionError" in message
+
+
+def test_carvekit_hosts_unreachable_refuse_without_trying_the_downloader(tmp_path, monkeypatch):
+    import carvekit.utils.download_models as dm
+
+    from img2mesh.errors import WeightsError
+    from img2mesh.utils.weights import get_weight
+
+    monkeypatch.setattr("carvekit.ml.files.checkpoints_dir", tmp_path / "ck")
+    monkeypatch.setattr("img2mesh.utils.weights.unreachable", lambda urls: "no network: cdn.carve.photos")
+
+    def must_not_run(name):
+        raise AssertionError("the downloader ran although no host answers")
+
+    monkeypatch.setattr(dm, "downloader", must_not_run)
+    with pytest.raises(WeightsError) as info:
+        get_weight("tracer_b7").download()
+    message = str(info.value)
+    assert "no network: cdn.carve.photos" in message and str(tmp_path / "ck") in message
 
 
 def test_mixed_folder_runs_through_segment_in_batch(tmp_path, monkeypatch):
