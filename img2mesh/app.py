@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
     from img2mesh.pipeline.batch import RunRequest
+    from img2mesh.pipeline.cluster import ClusterOptions, Watch
     from img2mesh.pipeline.contract import Reporter, Stage
     from img2mesh.pipeline.runner import RunResult
 
@@ -33,12 +34,16 @@ def reconstruct_stages() -> list["Stage"]:
     return [reconstruct, mesh]
 
 
-def run_images(request: "RunRequest", reporter: Optional["Reporter"] = None) -> list["RunResult"]:
+def run_images(request: "RunRequest", reporter: Optional["Reporter"] = None,
+               cluster: Optional["ClusterOptions"] = None, watch: Optional["Watch"] = None) -> list["RunResult"]:
     """``img2mesh run``: the whole pipeline on every image of the request, each with its HTML
-    report, and a batch with its index page."""
-    from img2mesh.pipeline.batch import run_request
+    report, and a batch with its index page; with ``cluster``, on a Ray cluster's workers."""
+    from img2mesh.pipeline.batch import run_request, run_request_on_cluster
     from img2mesh.report import refresh_index, refresh_report
 
+    if cluster is not None:
+        return run_request_on_cluster(request, default_stages, cluster, watch, after_each=refresh_report,
+                                      after_batch=refresh_index)
     return run_request(request, default_stages(), reporter, after_each=refresh_report, after_batch=refresh_index)
 
 

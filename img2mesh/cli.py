@@ -9,7 +9,7 @@ from typing import Annotated, Any, Callable, List, Optional
 import typer
 
 from img2mesh import __version__
-from img2mesh.errors import Img2MeshError
+from img2mesh.errors import Img2MeshError, UsageError
 
 app = typer.Typer(
     name="img2mesh",
@@ -113,12 +113,16 @@ def run(
     no_segment: bool = typer.Option(False, "--no-segment",
                                     help="Skip background removal: use the image's alpha, or all of it."),
     offline: OfflineOpt = False,
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="auto|local|ADDRESS",
+                                      help="Spread the inputs over a Ray cluster's workers (pip install "
+                                           "'img2mesh[ray]'); auto joins the running cluster, else starts one here."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1,
+                                          help="With --ray: at most this many workers (default: one per GPU)."),
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the pipeline on one or more images; finished stages are skipped when nothing changed."""
-    from img2mesh.app import run_images
     from img2mesh.console import ConsoleReporter
     from img2mesh.pipeline.batch import RunRequest
 
@@ -138,7 +142,21 @@ def run(
 
         go_offline()
     reporter = ConsoleReporter(quiet=quiet, verbose=verbose)
-    _run_and_report(lambda: run_images(request, reporter), reporter, verbose, as_json)
+    _run_and_report(lambda: _run_images(request, reporter, ray, workers), reporter, verbose, as_json)
+
+
+def _run_images(request: Any, reporter: Any, ray: Optional[str], workers: Optional[int]) -> list:
+    """Here, one input after another; with ``--ray``, on a cluster's workers under a live table."""
+    from img2mesh.app import run_images
+
+    if ray is None:
+        if workers is not None:
+            raise UsageError("--workers needs --ray (without it the inputs run one after another here)")
+        return run_images(request, reporter)
+    from img2mesh.pipeline.cluster import ClusterOptions
+
+    with reporter.batch_display() as watch:
+        return run_images(request, reporter, ClusterOptions(ray.strip(), workers), watch)
 
 
 def _flag_values(seed: Optional[int] = None, device: Optional[str] = None, formats: Optional[str] = None,

@@ -12,9 +12,10 @@ import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 if TYPE_CHECKING:
+    from img2mesh.pipeline.cluster import BatchProgress
     from img2mesh.pipeline.contract import Stage
     from img2mesh.pipeline.runner import RunResult
     from img2mesh.utils.weights import WeightFile
@@ -103,6 +104,17 @@ class ConsoleReporter:
 
         self.err.rule(escape(title), style="dim")
 
+    @contextmanager
+    def batch_display(self) -> Iterator[Optional[Callable[["BatchProgress"], None]]]:
+        """A live table of a Ray batch (inputs done/running/failed, each worker's stage); None with --quiet."""
+        if self.quiet:
+            yield None
+            return
+        from rich.live import Live
+
+        with Live(console=self.err, refresh_per_second=2, transient=True) as live:
+            yield lambda progress: live.update(batch_progress_table(progress))
+
 
 # Tables the CLI prints. Built here so the CLI stays a thin layer of parsing and printing.
 
@@ -144,6 +156,19 @@ def batch_table(results: list["RunResult"]) -> Any:
         status = "[green]ok[/]" if r.ok else "[red]failed[/]"
         shown = r.error if r.error else str(r.run_dir / (r.main_output() or ""))
         table.add_row(escape(str(r.image)), status, f"{r.seconds:.1f} s", escape(shown))
+    return table
+
+
+def batch_progress_table(progress: "BatchProgress") -> Any:
+    """The live view of a Ray batch: one row per worker under a title that counts the inputs."""
+    title = (f"inputs: {progress.done} done · {progress.running} running · {progress.failed} failed · "
+             f"{progress.queued} queued" + (f" · {progress.retried} retried" if progress.retried else ""))
+    from rich.markup import escape
+
+    table = titled_table(title, ("worker", "node / device", "input", "stage", "finished"))
+    for worker in progress.workers:
+        table.add_row(worker.name, escape(worker.node), escape(worker.input) if worker.input else "[dim]idle[/]",
+                      worker.stage or "", str(worker.done))
     return table
 
 

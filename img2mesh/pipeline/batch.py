@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from img2mesh.errors import UsageError
 from img2mesh.pipeline.config import Config, load_config
@@ -15,6 +15,9 @@ from img2mesh.pipeline.contract import Reporter, Stage
 from img2mesh.pipeline.inputs import assign_run_dirs, check_output_dir, collect_images
 from img2mesh.pipeline.lock import RunLock
 from img2mesh.pipeline.runner import Runner, RunResult, stage_range
+
+if TYPE_CHECKING:
+    from img2mesh.pipeline.cluster import ClusterOptions, StagesFactory, Watch
 
 AfterEach = Callable[[RunResult], None]  # e.g. the HTML report of one input
 AfterBatch = Callable[[Path, list[RunResult]], None]  # e.g. the batch's index page
@@ -72,6 +75,23 @@ def run_folder(request: RunRequest, stages: Sequence[Stage], reporter: Optional[
     if after_each is not None:
         after_each(result)
     return result
+
+
+def run_request_on_cluster(request: RunRequest, stages_factory: "StagesFactory", cluster: "ClusterOptions",
+                           watch: Optional["Watch"] = None, after_each: Optional[AfterEach] = None,
+                           after_batch: Optional[AfterBatch] = None) -> list[RunResult]:
+    """``run_request`` with the inputs spread over a Ray cluster's workers (``--ray``).
+
+    The request is validated here, on the driver, before Ray starts; each worker builds its own
+    stages with ``stages_factory`` (a module-level function, so that Ray can send it).
+    """
+    from img2mesh.pipeline.cluster import import_ray, run_on_cluster
+
+    import_ray()  # the missing extra is the first thing to say
+    config, runs, batch = resolve(request, stages_factory())
+    options = dict(from_stage=request.from_stage, until_stage=request.until_stage, force=request.force)
+    return run_on_cluster(config, runs, batch, request.out, stages_factory, options, cluster, watch,
+                          after_each, after_batch)
 
 
 def run_request(request: RunRequest, stages: Sequence[Stage], reporter: Optional[Reporter] = None,
