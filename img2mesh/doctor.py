@@ -24,6 +24,14 @@ def _import_status(module: str, dist: str) -> str:
     return version
 
 
+def _installed(dist: str, how: str) -> str:
+    """The distribution's version without importing it (Ray takes seconds to import), or how to get it."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return f"not installed ({how})"
+
+
 def _ffmpeg() -> str:
     """The ffmpeg imageio will use for turntable.mp4 (imageio-ffmpeg ships one), or why GIF is used."""
     try:
@@ -80,6 +88,7 @@ def accelerator_rows() -> list[Row]:
         ("carvekit", _import_status("carvekit", "carvekit")),
         ("diffusers", _import_status("diffusers", "diffusers")),
         ("transformers", _import_status("transformers", "transformers")),
+        ("ray (for --ray)", _installed("ray", "pip install 'img2mesh[ray]'")),
         ("ffmpeg", _ffmpeg()),
     ]
     backend = "tinycudann" if tcnn[:1].isdigit() and "fails" not in tcnn else "pure PyTorch"

@@ -63,7 +63,8 @@ def test_stages_lists_the_pipeline_in_order():
 def test_doctor_reports_environment():
     result = invoke("doctor")
     assert result.exit_code == 0
-    for needle in ("python", "torch", "tinycudann", "nerfacc", "hash-grid encoding", "weights: syncdreamer"):
+    for needle in ("python", "torch", "tinycudann", "nerfacc", "hash-grid encoding", "weights: syncdreamer",
+                   "ray (for --ray)"):
         assert needle in result.stdout
 
 

@@ -152,12 +152,8 @@ def bake_quads(mesh: QuadMesh, atlas: QuadAtlas, color_fn: ColorFn) -> np.ndarra
 def write_quad_obj(mesh: QuadMesh, path: Path, atlas: QuadAtlas | None = None,
                    texture: np.ndarray | None = None) -> list[Path]:
     """``mesh_quad.obj`` with ``f a/ta b/tb c/tc d/td`` quads (+ ``.mtl`` and the texture when given)."""
-    import io
-
-    from PIL import Image
-
     from img2mesh.mesh.export import white_mtl
-    from img2mesh.utils.files import atomic_write_bytes, atomic_write_text
+    from img2mesh.utils.files import atomic_save_image, atomic_write_text
 
     path = Path(path)
     textured = atlas is not None and texture is not None
@@ -165,9 +161,7 @@ def write_quad_obj(mesh: QuadMesh, path: Path, atlas: QuadAtlas | None = None,
     written = []
     if textured:
         mtl, image = path.with_suffix(".mtl"), path.with_name(f"{path.stem}_albedo.png")
-        buffer = io.BytesIO()
-        Image.fromarray(texture).save(buffer, format="PNG")
-        atomic_write_bytes(image, buffer.getvalue())
+        atomic_save_image(image, texture)
         atomic_write_text(mtl, white_mtl(image.stem, image.name))
         lines += [f"mtllib {mtl.name}", f"usemtl {image.stem}"]
         written += [mtl, image]

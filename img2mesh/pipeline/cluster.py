@@ -165,23 +165,29 @@ class BatchWorker:
 
 
 def connect(ray: Any, address: str) -> bool:
-    """Join the cluster (or start a local one); True when this call started Ray and must stop it."""
+    """Join the cluster (or start a local one); True when this call started Ray and must stop it.
+
+    ``auto`` falls back to a local instance only when no cluster was named: with ``RAY_ADDRESS`` set,
+    a cluster that does not answer is an error, as for an explicit address.
+    """
     if ray.is_initialized():
         return False
     quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
-    if address in ("auto", "local"):
-        if address == "auto":
-            try:
-                ray.init(address="auto", **quiet)
-                return True
-            except ConnectionError:
-                pass  # no running cluster: a local one on this machine
+    if address == "auto" and not os.environ.get("RAY_ADDRESS"):
+        try:
+            ray.init(address="auto", **quiet)
+            return True
+        except ConnectionError:
+            address = "local"  # no running cluster on this machine: start one here
+    if address == "local":
         ray.init(include_dashboard=False, **quiet)
         return True
     try:
         ray.init(address=address, **quiet)
     except Exception as exc:  # Ray raises ConnectionError, ValueError or RuntimeError here
-        raise UsageError(f"--ray {address}: cannot join the Ray cluster ({type(exc).__name__}: {exc})") from None
+        named = os.environ.get("RAY_ADDRESS") if address == "auto" else address
+        raise UsageError(f"--ray {address}: cannot join the Ray cluster at {named} "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     return True
 
 
@@ -194,13 +200,26 @@ def write_storage_token(out: Path) -> tuple[Path, str]:
     return path, token
 
 
+def ask_workers(ray: Any, refs: list[Any]) -> list[Any]:
+    """The answers of just-started workers, or one line saying why a worker did not start."""
+    try:
+        return ray.get(refs, timeout=WORKER_START_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError:
+        raise UsageError(f"the Ray workers did not start within {WORKER_START_TIMEOUT_S:.0f} s "
+                         f"(are the GPUs or CPUs they reserve busy? `ray status` shows them)") from None
+    except ray.exceptions.RayError as exc:  # e.g. img2mesh or a dependency missing on a node
+        cause = getattr(exc, "cause", None) or exc
+        first = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+        raise UsageError(f"a Ray worker could not start ({first}); every node needs the same "
+                         f"environment with img2mesh installed") from None
+
+
 def check_shared_storage(ray: Any, workers: Sequence[Any], out: Path, inputs: Sequence[Path]) -> None:
     """Refuse, before any work, when a worker does not see what the driver wrote to ``OUT/``, or an input."""
     path, token = write_storage_token(out)
     names = [str(Path(p).resolve()) for p in inputs]
     try:
-        answers = ray.get([w.check_storage.remote(str(path.resolve()), token, names) for w in workers],
-                          timeout=WORKER_START_TIMEOUT_S)
+        answers = ask_workers(ray, [w.check_storage.remote(str(path.resolve()), token, names) for w in workers])
     finally:
         path.unlink(missing_ok=True)
     problems = [a for a in answers if a is not None]
@@ -227,8 +246,7 @@ class _Scheduler:
 
     def describe_workers(self) -> None:
         for state, info in zip(self.progress.workers,
-                               self.ray.get([w.describe.remote() for w in self.workers],
-                                            timeout=WORKER_START_TIMEOUT_S)):
+                               ask_workers(self.ray, [w.describe.remote() for w in self.workers])):
             state.node = f"{info['node']} {info['device']}"
 
     def run(self, runs: Sequence[Any], options: dict[str, Any], after_each: Optional[Callable]) -> list[RunResult]:

@@ -58,3 +58,12 @@ def traced_chain() -> list[Stage]:
                      config_keys=("run.seed",), run=_body(name, reads), **extra)
 
     return [stage("a", check_input=check_input), stage("b", ("a",)), stage("c", ("b",), publish=("out.txt",))]
+
+
+def chain_that_fails_in_workers() -> list[Stage]:
+    """``traced_chain`` on the driver; inside a Ray actor, the ImportError of a node without a dependency."""
+    import ray
+
+    if ray.is_initialized() and ray.get_runtime_context().get_actor_id() is not None:
+        raise ImportError("No module named 'missing_dependency'")
+    return traced_chain()

@@ -72,6 +72,37 @@ def test_plan_one_worker_per_gpu_else_shares_the_cpus():
         plan_workers({"CPU": 8}, None, "cuda:0")
 
 
+class FakeRay:
+    """Records ``ray.init`` calls; no cluster answers any address."""
+
+    def __init__(self, initialized: bool = False) -> None:
+        self.calls: list[dict] = []
+        self.initialized = initialized
+
+    def is_initialized(self) -> bool:
+        return self.initialized
+
+    def init(self, **kwargs) -> None:
+        self.calls.append(kwargs)
+        if "address" in kwargs:
+            raise ConnectionError("Could not find any running Ray instance.")
+
+
+def test_connect_auto_falls_back_to_local_only_when_no_cluster_is_named(monkeypatch):
+    from img2mesh.pipeline.cluster import connect
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ray = FakeRay()
+    assert connect(ray, "auto") is True
+    assert [c.get("address") for c in ray.calls] == ["auto", None]  # tried the cluster, then local
+    assert connect(FakeRay(initialized=True), "auto") is False  # already in a Ray session: reuse it
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.9:6379")
+    with pytest.raises(UsageError, match="cannot join the Ray cluster at 10.0.0.9:6379"):
+        connect(FakeRay(), "auto")
+    with pytest.raises(UsageError, match="--ray head:6379: cannot join"):
+        connect(FakeRay(), "head:6379")
+
+
 def test_without_ray_one_line_names_the_extra(tmp_path, monkeypatch):
     from img2mesh.cli import app
 
@@ -187,6 +218,14 @@ def test_out_not_shared_is_refused_before_any_work(ray_instance, tmp_path, monke
     with pytest.raises(UsageError, match="not shared with every Ray worker"):
         run_request_on_cluster(request(inputs, out), traced_chain, TWO)
     assert ledger(out) == [] and not any(p.is_dir() for p in out.iterdir())
+
+
+def test_worker_that_cannot_start_is_one_line(ray_instance, tmp_path):
+    from helpers.cluster_stages import chain_that_fails_in_workers
+
+    with pytest.raises(UsageError, match="a Ray worker could not start .*missing_dependency"):
+        run_request_on_cluster(request(photos(tmp_path / "in"), tmp_path / "out"), chain_that_fails_in_workers, TWO)
+    assert ledger(tmp_path / "out") == []
 
 
 def test_worker_names_an_input_it_cannot_see(tmp_path):
