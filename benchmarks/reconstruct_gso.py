@@ -9,6 +9,7 @@ textured GLB's albedo re-rendered at the 16 cameras against the ground-truth vie
     python benchmarks/reconstruct_gso.py --preset smoke                 # CPU: a few minutes per object
     python benchmarks/reconstruct_gso.py --preset smoke --no-alpha      # views as generate writes them
     python benchmarks/reconstruct_gso.py --preset default --field mlp hashgrid --device cuda
+    python benchmarks/reconstruct_gso.py --keep /tmp/gso-runs   # then: remesh_gso.py /tmp/gso-runs/mlp/*
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
@@ -66,10 +68,11 @@ def without_alpha(folder: Path, into: Path) -> Path:
 
 
 def reconstruct_object(name: str, preset: str, field: str, device: str, overrides: list[str],
-                       alpha: bool = True) -> dict:
+                       alpha: bool = True, keep: Optional[Path] = None) -> dict:
     """Reconstruct + mesh one shared object from its 16 ground-truth views; CD, IoU, PSNR, seconds.
 
-    ``alpha=False`` feeds the views composited on white without their alpha channel.
+    ``alpha=False`` feeds the views composited on white without their alpha channel; ``keep`` copies
+    the run folder to ``keep/NAME`` (what ``benchmarks/remesh_gso.py`` reads).
     """
     folder = GSO / name
     gt = normalise_ground_truth(load_mesh(folder / "model.obj"), GSO_ANGLES_DEG[name])
@@ -87,6 +90,8 @@ def reconstruct_object(name: str, preset: str, field: str, device: str, override
             runner.close()
             if not result.ok:
                 raise SystemExit(f"{name}: {result.error}")
+            if keep is not None:
+                shutil.copytree(Path(out) / "result", keep / name, dirs_exist_ok=True)
             mesh = to_world_frame(load_mesh(Path(out) / "result" / "mesh.glb"))
             if mesh.visual.kind == "texture":  # the textured GLB against the 16 GT views
                 psnr = render_psnr(mesh, folder)
@@ -108,13 +113,15 @@ def main() -> None:
     parser.add_argument("--no-alpha", dest="alpha", action="store_false",
                         help="drop the views' alpha (composited on white), as generated views arrive")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--keep", type=Path, help="keep each run folder as KEEP/NAME (for remesh_gso.py)")
     args = parser.parse_args()
 
     results = []
     print(f"{'object':12s} {'method':32s} {'CD':>8s} {'IoU':>7s} {'PSNR':>8s} {'seconds':>8s}")
     for field in (["hull"] if args.hull else []) + args.field:
         for name in args.objects:
-            r = reconstruct_object(name, args.preset, field, args.device, args.overrides, args.alpha)
+            r = reconstruct_object(name, args.preset, field, args.device, args.overrides, args.alpha,
+                                   args.keep / field if args.keep and field != "hull" else None)
             results.append(r)
             print(f"{name:12s} {r['method']:32s} {r['chamfer']:8.4f} {r['iou']:7.3f} {r['psnr']:8.2f} "
                   f"{r['seconds']:8.1f}", flush=True)

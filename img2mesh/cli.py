@@ -99,7 +99,8 @@ def run(
     until_stage: UntilOpt = None,
     force: ForceOpt = False,
     elevation: Optional[float] = typer.Option(None, help="Input camera elevation in degrees; skips estimation."),
-    num_samples: Optional[int] = typer.Option(None, "--num-samples", help="Sample sets to generate."),
+    num_samples: Optional[int] = typer.Option(None, "--num-samples", help="Sample sets to generate (default auto: 1 on the CPU, "
+                                              "by free memory on a GPU, at most 4)."),
     formats: FormatOpt = None,
     texture: TextureOpt = None,
     target_faces: TargetFacesOpt = None,

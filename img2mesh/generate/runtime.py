@@ -16,6 +16,12 @@ if TYPE_CHECKING:
     from img2mesh.pipeline.contract import StageContext
 
 MODEL_NAME = "syncdreamer"  # what the stages that use it name in Stage.models
+AUTO_MAX_SETS = 4  # generate.num_samples auto: HarmonyView's scripts make 2-4 sets, SyncDreamer's example 4
+# Free GPU memory one more sample set needs, once the weights are loaded: the activations of
+# 16 views x 3 guidance branches per UNet chunk grow linearly with the sets (README: VRAM per preset;
+# an estimate from the 10 GB one-set goal, not a GPU measurement). Too low an estimate is caught by
+# the out-of-memory retry, which halves generate.batch_views.
+AUTO_GIB_PER_SET = 8.0
 
 
 @dataclass
@@ -51,6 +57,23 @@ def syncdreamer(ctx: "StageContext") -> LoadedSyncDreamer:
         return LoadedSyncDreamer(precision.prepare(model).to(ctx.device), loaded, precision)
 
     return ctx.models.get(MODEL_NAME, key, load, ctx.device)
+
+
+def sample_sets(requested: "int | str", device: "torch.device", free_bytes: "int | None" = None) -> int:
+    """How many sample sets to generate: ``requested``, or for ``auto`` as many as the GPU's free
+    memory holds (at most :data:`AUTO_MAX_SETS`; one on the CPU, where every set costs minutes).
+
+    ``free_bytes`` is the device's free memory (read from CUDA when not given).
+    """
+    import torch
+
+    if requested != "auto":
+        return int(requested)
+    if device.type != "cuda":
+        return 1
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    return max(1, min(AUTO_MAX_SETS, int(free_bytes / 2**30 // AUTO_GIB_PER_SET)))
 
 
 def check_checkpoint(config: "Config") -> None:

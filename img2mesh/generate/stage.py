@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 def run(ctx: StageContext) -> dict[str, Any]:
     import torch
 
-    from img2mesh.generate.runtime import input_image, syncdreamer
+    from img2mesh.generate.runtime import input_image, sample_sets, syncdreamer
     from img2mesh.generate.sampler import SamplerSettings, decode_views, sample_latents, seeded_randn
     from img2mesh.generate.scoring import best
     from img2mesh.utils import cameras
@@ -30,13 +30,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
     loaded = syncdreamer(ctx)
     model = loaded.model
     device = torch.device(ctx.device)
-    image = input_image(ctx).expand(cfg.num_samples, -1, -1, -1).contiguous()
-    elevation = torch.full((cfg.num_samples,), math.radians(elevation_deg), device=device)
+    sets = sample_sets(cfg.num_samples, device)  # after loading: the weights already hold their memory
+    image = input_image(ctx).expand(sets, -1, -1, -1).contiguous()
+    elevation = torch.full((sets,), math.radians(elevation_deg), device=device)
     settings = SamplerSettings.from_config(cfg)
     scales = settings.guidance.scales
     randn = seeded_randn(ctx.config.run.seed, device)
     ctx.log.info("generate: %d sample(s), %s guidance %s, %d DDIM steps, eta %.2f, seed %d",
-                 cfg.num_samples, cfg.guidance, list(scales), cfg.steps, cfg.eta, ctx.config.run.seed)
+                 sets, cfg.guidance, list(scales), cfg.steps, cfg.eta, ctx.config.run.seed)
     with ctx.progress("denoising", total=cfg.steps) as task:
         latents = sample_latents(model, image, elevation, settings, randn, on_step=lambda i: task.advance(),
                                  precision=loaded.precision)
@@ -58,7 +59,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "steps": cfg.steps,
         "eta": cfg.eta,
         "seed": ctx.config.run.seed,
-        "num_samples": cfg.num_samples,
+        "num_samples": sets,
+        "num_samples_setting": cfg.num_samples,
         "input_latent": cfg.input_latent,
         "precision": loaded.precision.name,
         "input_elevation_deg": elevation_deg,

@@ -73,7 +73,7 @@ class GenerateConfig:
     harmony_scales: list[float] = dataclasses.field(default_factory=lambda: [2.0, 1.0])
     steps: int = 50
     eta: float = 1.0
-    num_samples: int = 1
+    num_samples: Union[Literal["auto"], int] = "auto"  # sample sets; auto: by free GPU memory, 1 on the CPU
     batch_views: int = 16
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # the denoiser's dtype on CUDA (auto: fp16)
     input_latent: Literal["sample", "mode"] = "sample"
@@ -93,8 +93,14 @@ class ReconstructConfig:
     image_size: int = 0  # resize the views for training (0 = as they are)
     hidden: int = 256  # SDF network width
     layers: int = 8  # SDF network depth (skip connection half-way)
+    feature_dim: int = 256  # SDF network features fed to the colour network (official NeuS: 256)
+    color_hidden: int = 256  # colour network width (official: 256)
+    color_layers: int = 4  # colour network hidden layers (official: 4)
+    view_input: Literal["direction", "reflected"] = "reflected"  # official: reflected about the normal
     hash_levels: int = 16  # hash-grid field: resolution levels (16 to 2048 cells)
     hash_log2_size: int = 19  # hash-grid field: log2 of each level's table size
+    init: Literal["sphere", "hull"] = "hull"  # start from NeuS's sphere or fitted to the masks' visual hull
+    init_steps: int = 300  # hull init: SDF-fitting steps before training (points only, no rendering)
     masks: Literal["auto", "remover", "threshold"] = "auto"  # views without alpha: see README (Masks)
     mask_loss: Literal["bce", "mse"] = "bce"  # the official NeuS of SyncDreamer uses mse (README: Masks)
     mask_weight: float = 1.0  # official: 1.0 x mse against 0.5 x soft-L1 colour (ours: 1.0 x L1 colour)
@@ -165,8 +171,9 @@ def _check_extra(key: str, value: Any) -> None:
                 "reconstruct.layers", "reconstruct.warmup_steps", "reconstruct.hash_levels",
                 "reconstruct.hash_log2_size", "mesh.texture_size", "mesh.target_faces",
                 "reconstruct.grid_resolution", "reconstruct.march_steps",
-                "segment.matting_size")
-    if key in positive and value is not None and value < 1:
+                "segment.matting_size", "reconstruct.feature_dim", "reconstruct.color_hidden",
+                "reconstruct.color_layers", "reconstruct.init_steps")
+    if key in positive and isinstance(value, (int, float)) and value < 1:  # "auto" is checked by its type
         raise UsageError(f"config key {key}: must be at least 1, got {value}")
     if key == "reconstruct.select" and isinstance(value, int) and value < 0:
         raise UsageError(f"config key reconstruct.select: a sample index must be 0 or more, got {value}")

@@ -41,6 +41,9 @@ class FieldConfig:
     color_hidden: int = 64
     color_layers: int = 2
     view_frequencies: int = 4
+    # "direction": the ray's direction; "reflected": the direction mirrored about the normal, as the
+    # official NeuS of SyncDreamer feeds it (fields saved before this key existed used "direction")
+    view_input: Literal["direction", "reflected"] = "direction"
     init_radius: float = 0.4
     init_variance: float = 0.3
     hash_features: int = 2
@@ -51,7 +54,9 @@ class FieldConfig:
     def from_config(cls, cfg: "ReconstructConfig", bound: float) -> "FieldConfig":
         """The run's field: its kind and widths, the skip connection half-way, the scene's extent."""
         return cls(kind=cfg.field, hidden=cfg.hidden, layers=cfg.layers, skip_at=cfg.layers // 2,
-                   hash_levels=cfg.hash_levels, hash_log2_size=cfg.hash_log2_size, bound=bound)
+                   hash_levels=cfg.hash_levels, hash_log2_size=cfg.hash_log2_size, bound=bound,
+                   feature_dim=cfg.feature_dim, color_hidden=cfg.color_hidden,
+                   color_layers=cfg.color_layers, view_input=cfg.view_input)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -177,17 +182,24 @@ class SDFNetwork(nn.Module):
 
 
 class ColorNetwork(nn.Module):
-    """Radiance from position, normal, encoded view direction and the SDF network's features."""
+    """Radiance from position, normal, encoded view direction and the SDF network's features.
+
+    With ``view_input="reflected"`` the direction is mirrored about the (unit) normal first, so a
+    highlight is a function of one input rather than of the view and the normal together.
+    """
 
     def __init__(self, config: FieldConfig) -> None:
         super().__init__()
         view_dim = 3 + 6 * config.view_frequencies
         dims = [3 + 3 + view_dim + config.feature_dim] + [config.color_hidden] * config.color_layers + [3]
         self.view_frequencies = config.view_frequencies
+        self.reflect = config.view_input == "reflected"
         self.layers = nn.ModuleList(nn.utils.parametrizations.weight_norm(nn.Linear(a, b))
                                     for a, b in zip(dims[:-1], dims[1:]))
 
     def forward(self, x: torch.Tensor, normal: torch.Tensor, view: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        if self.reflect:
+            view = view - 2 * (view * normal).sum(-1, keepdim=True) * normal
         h = torch.cat([x, normal, positional_encoding(view, self.view_frequencies), features], -1)
         for i, layer in enumerate(self.layers):
             h = layer(h)

@@ -46,6 +46,9 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
     checkpoint = folder / CHECKPOINT
     if not ctx.resumed:
         checkpoint.unlink(missing_ok=True)
+    hull = {}
+    if cfg.init == "hull" and not checkpoint.is_file():  # a checkpoint already holds the fitted start
+        hull = start_from_hull(ctx, field, views, device)
     shown = [0]  # steps the bar has shown; a resumed run's first step jumps it to the checkpoint
 
     def advance(step: int, loss: float) -> None:
@@ -56,8 +59,27 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
         stats = train(field, views, settings, render, device, checkpoint, on_step=advance, grid=grid)
     checkpoint.unlink(missing_ok=True)  # a finished field needs no resume point
     save_field(field, folder)
-    return {**stats, "field": cfg.field, "backend": field.backend, "mask_source": views.mask_source,
+    return {**stats, **hull, "init": cfg.init, "field": cfg.field, "backend": field.backend, "mask_source": views.mask_source,
             "views": int(views.images.shape[0]), "view_size": list(views.size)}
+
+
+def start_from_hull(ctx: StageContext, field: Any, views: Any, device: Any) -> dict[str, Any]:
+    """Fit the field to the masks' visual hull (``reconstruct.init: hull``); the sphere if it is empty."""
+    import time
+
+    from img2mesh.reconstruct.hull_init import fit_to_hull
+
+    start = time.perf_counter()
+    try:
+        info = fit_to_hull(field, views, ctx.config.scene.bound, ctx.config.reconstruct.init_steps,
+                           ctx.config.run.seed, device)
+    except ValueError as exc:  # masks that agree on nothing: NeuS's sphere is the better start
+        ctx.log.warning("reconstruct: %s; starting from a sphere", exc)
+        return {"hull_init": "empty"}
+    seconds = time.perf_counter() - start
+    ctx.log.info("reconstruct: started from the visual hull (%.0f%% of the cube, fit error %.4f, %.1f s)",
+                 100 * info["hull_fraction"], info["hull_fit_error"], seconds)
+    return {**info, "hull_init_seconds": round(seconds, 2)}
 
 
 def selected_samples(select: Any, scores: dict) -> list[int]:
@@ -108,8 +130,14 @@ def check_views_folder(path: Path, config: "Config") -> None:
 def check_select(config: "Config") -> None:
     """``--select K`` beyond the sample sets ``generate`` will make is a usage error before anything runs."""
     from img2mesh.errors import UsageError
+    from img2mesh.generate.runtime import AUTO_MAX_SETS
 
     select, count = config.reconstruct.select, config.generate.num_samples
+    if count == "auto":  # how many depends on the GPU: refuse only what auto can never make
+        if isinstance(select, int) and select >= AUTO_MAX_SETS:
+            raise UsageError(f"--select {select}: --num-samples auto makes at most {AUTO_MAX_SETS} sample "
+                             f"sets; set --num-samples {select + 1} or more")
+        return
     if isinstance(select, int) and select >= count:
         raise UsageError(f"--select {select}: there are only {count} sample set(s) "
                          f"(0..{count - 1}); raise --num-samples or pick another")
@@ -120,6 +148,8 @@ _COMMON = dict(name="reconstruct", description="fit a NeuS signed-distance field
                config_keys=("reconstruct", "scene", "run.seed", "segment.random_weights", "segment.seg_size",
                             "segment.matting_size"),
                models=("carvekit",),  # masks of views without alpha (the segment stage's remover)
-               version=3)  # 2: dense samples inside the scene cube, hash grid over it; 3: soft masks, 1.0 x BCE
+               # 2: dense samples inside the scene cube, hash grid over it; 3: soft masks, 1.0 x BCE;
+               # 4: official colour network widths, reflected view direction, start from the hull
+               version=4)
 STAGE = Stage(reads=("generate",), run=run_on_generated, check_config=check_select, **_COMMON)
 FOLDER_STAGE = Stage(reads=(), run=run_on_folder, check_input=check_views_folder, **_COMMON)

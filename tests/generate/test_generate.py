@@ -194,6 +194,20 @@ def test_generate_stage_writes_views_grids_and_cameras(tmp_path):
     assert Image.open(folder / "samples.png").size == (640, 2 * (160 + 18))
 
 
+@pytest.mark.parametrize("requested, device, free_gib, sets", [
+    ("auto", "cpu", None, 1),  # every set costs minutes on a CPU
+    ("auto", "cuda", 130.0, 4),  # an H100/H200: as many as HarmonyView's scripts make
+    ("auto", "cuda", 20.0, 2),  # a 24 GB card once the weights are in
+    ("auto", "cuda", 6.0, 1),  # a small CI runner: still one
+    (3, "cuda", 6.0, 3), (2, "cpu", None, 2),  # a number is taken as it is
+])
+def test_number_of_sample_sets(requested, device, free_gib, sets):
+    from img2mesh.generate.runtime import sample_sets
+
+    free = None if free_gib is None else int(free_gib * 2**30)
+    assert sample_sets(requested, torch.device(device), free) == sets
+
+
 def test_same_seed_same_pngs_other_seed_other_pngs(tmp_path):
     image = tmp_path / "in.png"
     rng = np.random.default_rng(1)
@@ -204,6 +218,8 @@ def test_same_seed_same_pngs_other_seed_other_pngs(tmp_path):
     for view in ("00.png", "07.png"):
         assert (a / "sample_0" / view).read_bytes() == (b / "sample_0" / view).read_bytes()
         assert (a / "sample_0" / view).read_bytes() != (c / "sample_0" / view).read_bytes()
+    info = json.loads((tmp_path / "a" / "img2mesh.json").read_text())["stages"]["generate"]["info"]
+    assert info["num_samples"] == 1 and info["num_samples_setting"] == "auto"  # the default, on the CPU
 
 
 def test_out_of_memory_halves_batch_views_and_retries(monkeypatch, img2mesh_log):

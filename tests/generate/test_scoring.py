@@ -140,6 +140,8 @@ def test_select_beyond_the_sample_count_is_refused_before_anything_is_written(tm
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["run", str(image), "-o", str(out), "--num-samples", "2", "--select", "2"])
     assert result.exit_code == 2 and "--select 2: there are only 2 sample set(s)" in result.stderr
+    beyond_auto = CliRunner().invoke(app, ["run", str(image), "-o", str(out), "--select", "4"])  # num_samples auto
+    assert beyond_auto.exit_code == 2 and "--num-samples auto makes at most 4 sample sets" in beyond_auto.stderr
     bad = CliRunner().invoke(app, ["run", str(image), "-o", str(out), "--select", "best"])
     assert bad.exit_code == 2 and "reconstruct.select" in bad.stderr
     assert snapshot(out) == {}

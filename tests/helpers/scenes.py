@@ -68,11 +68,12 @@ def figure_with_a_light_head() -> tuple[trimesh.Trimesh, np.ndarray, np.ndarray]
 
 
 def small_field(kind: str = "mlp") -> NeuSField:
-    """A 64-wide, 4-layer field (hash table 2^14), the same initial weights every time."""
+    """A 64-wide, 4-layer field (hash table 2^14, colour net 2 x 64), the same initial weights every time."""
     from img2mesh.pipeline.config import ReconstructConfig
 
     torch.manual_seed(0)
-    config = FieldConfig.from_config(ReconstructConfig(field=kind, hidden=64, layers=4, hash_log2_size=14), BOUND)
+    config = FieldConfig.from_config(ReconstructConfig(field=kind, hidden=64, layers=4, hash_log2_size=14,
+                                                       feature_dim=64, color_hidden=64, color_layers=2), BOUND)
     return NeuSField(config)
 
 

@@ -102,6 +102,29 @@ def test_fields_start_from_a_sphere_and_differentiate():
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in first), kind
 
 
+def test_colour_network_reads_the_view_direction_reflected_about_the_normal():
+    """``view_input: reflected`` (the official NeuS's input) is the direction network fed r = v - 2(v.n)n;
+    fields saved before the key existed rebuild as ``direction``."""
+    import dataclasses
+
+    from img2mesh.reconstruct.fields import ColorNetwork, FieldConfig
+
+    reflected_config = small_field().config
+    assert reflected_config.view_input == "reflected" and reflected_config.feature_dim == 64
+    torch.manual_seed(1)
+    reflected = ColorNetwork(reflected_config)
+    direct = ColorNetwork(dataclasses.replace(reflected_config, view_input="direction"))
+    direct.load_state_dict(reflected.state_dict())
+    x, features = torch.rand(5, 3), torch.rand(5, 64)
+    normal = torch.nn.functional.normalize(torch.randn(5, 3), dim=-1)
+    view = torch.nn.functional.normalize(torch.randn(5, 3), dim=-1)
+    mirror = view - 2 * (view * normal).sum(-1, keepdim=True) * normal
+    assert torch.allclose(reflected(x, normal, view, features), direct(x, normal, mirror, features), atol=1e-6)
+    assert not torch.allclose(reflected(x, normal, view, features), direct(x, normal, view, features), atol=1e-3)
+    saved = {k: v for k, v in reflected_config.to_dict().items() if k != "view_input"}
+    assert FieldConfig(**saved).view_input == "direction"
+
+
 @pytest.fixture(scope="module")
 def box_views(tmp_path_factory):
     return load_views(render_views(box_mesh(), tmp_path_factory.mktemp("box"), size=64))
@@ -289,6 +312,7 @@ def test_reconstruct_command_end_to_end(tmp_path):
     assert not (out / "reconstruct" / "checkpoint.pt").exists()
     info = json.loads((out / "img2mesh.json").read_text())["stages"]
     assert info["reconstruct"]["info"]["mask_source"] == "alpha" and info["mesh"]["info"]["faces"] > 0
+    assert info["reconstruct"]["info"]["init"] == "hull" and info["reconstruct"]["info"]["hull_fit_error"] < 0.05
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "skipped" in again.stdout
     glb_only = CliRunner().invoke(app, args[:-1] + ["glb"])  # a format no longer asked for is removed

@@ -1,0 +1,63 @@
+"""Starting NeuS from the masks' visual hull (``reconstruct.init: hull``) instead of a sphere."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from img2mesh.reconstruct.hull_init import fit_to_hull, hull_signed_distance
+from img2mesh.reconstruct.views import load_views
+from img2mesh.utils.hull import carve
+
+from helpers.scenes import BOUND, box_mesh, render_views, small_field
+
+
+def legged_table() -> trimesh.Trimesh:
+    """A slab on four thin legs: thin parts far from any sphere, which NeuS's smoothness melts."""
+    move = trimesh.transformations.translation_matrix
+    parts = [trimesh.creation.box(extents=(0.62, 0.62, 0.06), transform=move((0, 0, 0.15)))]
+    for x in (-0.25, 0.25):
+        for y in (-0.25, 0.25):
+            parts.append(trimesh.creation.box(extents=(0.06, 0.06, 0.4), transform=move((x, y, -0.1))))
+    return trimesh.util.concatenate(parts)
+
+
+def test_signed_distance_is_negative_exactly_inside_the_hull(tmp_path):
+    views = load_views(render_views(box_mesh(), tmp_path / "v", size=48))
+    distance = hull_signed_distance(views, BOUND, resolution=48)
+    inside = carve(views.silhouettes, views.Ks, views.poses, 48, BOUND)
+    assert np.array_equal(distance < 0, inside)
+    cell = 2 * BOUND / 47
+    assert distance.max() > 0.1 and distance.min() < -0.1  # distances in world units, not cells
+    assert np.abs(distance[inside]).min() == pytest.approx(0.5 * cell)  # the zero level between cells
+
+
+def agreement_with_hull(field, views, resolution: int = 24) -> float:
+    """The fraction of a grid over the cube where the field's inside is the hull's."""
+    line = np.linspace(-BOUND, BOUND, resolution)
+    grid = torch.tensor(np.stack(np.meshgrid(line, line, line, indexing="ij"), -1).reshape(-1, 3), dtype=torch.float32)
+    inside = carve(views.silhouettes, views.Ks, views.poses, resolution, BOUND).reshape(-1)
+    with torch.no_grad():
+        return float(((field.sdf(grid) < 0).numpy() == inside).mean())
+
+
+def test_the_field_starts_where_the_hull_is(tmp_path):
+    """After the fit the field's inside is the hull's, legs included (a sphere has no legs)."""
+    views = load_views(render_views(legged_table(), tmp_path / "v", size=64))
+    field = small_field()
+    before = agreement_with_hull(field, views)
+    info = fit_to_hull(field, views, BOUND, steps=250, seed=0, device=torch.device("cpu"))
+    leg_tips = torch.tensor([[0.25, 0.25, -0.28], [-0.25, -0.25, -0.28]])
+    with torch.no_grad():
+        assert (field.sdf(leg_tips) < 0).all(), field.sdf(leg_tips)
+    after = agreement_with_hull(field, views)
+    assert before < 0.9 and after > 0.97 and info["hull_fit_error"] < 0.02, (before, after, info)
+
+
+def test_an_empty_hull_is_refused_so_the_sphere_stays(tmp_path):
+    views = load_views(render_views(box_mesh(), tmp_path / "v", size=32))
+    views.masks[:] = 0.0  # masks that agree on nothing
+    with pytest.raises(ValueError, match="empty"):
+        fit_to_hull(small_field(), views, BOUND, steps=5, seed=0, device=torch.device("cpu"))
