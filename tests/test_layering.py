@@ -22,7 +22,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "img2mesh"
 APPLICATION = {"cli", "app", "console", "doctor", "__main__"}
-STAGE_PACKAGES = {"segment", "elevation", "generate", "reconstruct", "mesh", "evaluation"}
+STAGE_PACKAGES = {"segment", "elevation", "generate", "reconstruct", "mesh", "evaluation", "enhance"}
 CONTRACT = {"img2mesh.pipeline.contract", "img2mesh.pipeline.config"}
 
 

@@ -1,0 +1,71 @@
+"""Deterministic DDIM inversion and sampling for HiFi-123's reference-guided enhancement (library code).
+
+HiFi-123 (RGNV) inverts the reference image and a coarse novel view with DDIM for ``l`` steps, then
+denoises both for the same ``l`` steps. These functions do the scheduler maths on any noise
+predictor ``predict(latents, t) -> noise`` (a UNet with its depth and text conditions bound), so the
+maths is testable with a toy predictor and the future optimisation-based refinement (RGSD) can
+reuse them. The schedule is a diffusers ``DDIMScheduler``'s (SD-2-depth ships one); eta is 0.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+Predictor = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+def ddim_timesteps(alphas_cumprod: torch.Tensor, steps: int) -> list[int]:
+    """The ``steps`` timesteps of a DDIM schedule, ascending (diffusers' "leading" spacing, offset 1)."""
+    stride = len(alphas_cumprod) // steps
+    return [i * stride + 1 for i in range(steps)]
+
+
+def _alpha(alphas_cumprod: torch.Tensor, t: Optional[int]) -> torch.Tensor:
+    """ᾱ_t; ``None`` is the clean end of the chain (ᾱ = 1, "set_alpha_to_one")."""
+    return torch.tensor(1.0) if t is None else alphas_cumprod[t].float()
+
+
+def ddim_move(x: torch.Tensor, noise: torch.Tensor, alpha_from: torch.Tensor, alpha_to: torch.Tensor) -> torch.Tensor:
+    """The deterministic DDIM update from noise level ᾱ_from to ᾱ_to with the predicted ``noise``:
+    x̂₀ = (x − √(1−ᾱ_from) ε) / √ᾱ_from, then √ᾱ_to x̂₀ + √(1−ᾱ_to) ε (either direction)."""
+    alpha_from, alpha_to = alpha_from.to(x), alpha_to.to(x)
+    x0 = (x - (1 - alpha_from).sqrt() * noise) / alpha_from.sqrt()
+    return alpha_to.sqrt() * x0 + (1 - alpha_to).sqrt() * noise
+
+
+def invert(predict: Predictor, x0: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int,
+           inversion_steps: int) -> list[torch.Tensor]:
+    """DDIM inversion of the clean latents ``x0`` through the first ``inversion_steps`` of ``steps``.
+
+    Returns the trajectory ``[x0, x_t1, …, x_tl]``. The noise for the move to ``t_k`` is predicted at
+    the current latent with timestep ``t_k`` (the usual approximation ε(x_{t_{k-1}}, t_k) ≈ ε(x_{t_k}, t_k),
+    exact when the predictor does not depend on the latent).
+    """
+    timesteps = ddim_timesteps(alphas_cumprod, steps)[:inversion_steps]
+    trajectory = [x0]
+    previous: Optional[int] = None
+    for t in timesteps:
+        x = trajectory[-1]
+        trajectory.append(ddim_move(x, predict(x, t), _alpha(alphas_cumprod, previous), _alpha(alphas_cumprod, t)))
+        previous = t
+    return trajectory
+
+
+def sample(predict: Predictor, x_t: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, sampling_steps: int,
+           on_step: Optional[Callable[[int], None]] = None) -> torch.Tensor:
+    """Deterministic DDIM from the latents at the ``sampling_steps``-th timestep of ``steps`` down to x₀.
+
+    ``on_step(k)`` is called before the k-th denoising step (k = 0 first), so an attention controller
+    knows which step it is in.
+    """
+    timesteps = ddim_timesteps(alphas_cumprod, steps)[:sampling_steps]
+    x = x_t
+    for k, t in enumerate(reversed(timesteps)):
+        if on_step is not None:
+            on_step(k)
+        position = len(timesteps) - 1 - k
+        lower = timesteps[position - 1] if position > 0 else None
+        x = ddim_move(x, predict(x, t), _alpha(alphas_cumprod, t), _alpha(alphas_cumprod, lower))
+    return x
