@@ -13,6 +13,8 @@ from typing import Callable, Optional
 
 import torch
 
+from img2mesh.utils.ddim import predicted_x0
+
 Predictor = Callable[[torch.Tensor, int], torch.Tensor]
 
 
@@ -31,7 +33,7 @@ def ddim_move(x: torch.Tensor, noise: torch.Tensor, alpha_from: torch.Tensor, al
     """The deterministic DDIM update from noise level ᾱ_from to ᾱ_to with the predicted ``noise``:
     x̂₀ = (x − √(1−ᾱ_from) ε) / √ᾱ_from, then √ᾱ_to x̂₀ + √(1−ᾱ_to) ε (either direction)."""
     alpha_from, alpha_to = alpha_from.to(x), alpha_to.to(x)
-    x0 = (x - (1 - alpha_from).sqrt() * noise) / alpha_from.sqrt()
+    x0 = predicted_x0(x, noise, alpha_from)
     return alpha_to.sqrt() * x0 + (1 - alpha_to).sqrt() * noise
 
 
