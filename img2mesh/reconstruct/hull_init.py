@@ -9,16 +9,13 @@ smoothness bias tends to melt into the body.
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from img2mesh.reconstruct.fields import NeuSField
+from img2mesh.reconstruct.trainer import TrainSettings
 from img2mesh.reconstruct.views import Views
-
-log = logging.getLogger("img2mesh")
 
 HULL_RESOLUTION = 96  # hull cells per side: fine enough for thin parts at 256² masks, carved in ~1 s
 BATCH = 8192  # points per fitting step: half uniform in the cube, half near the hull's surface
@@ -56,21 +53,23 @@ def fit_to_hull(field: NeuSField, views: Views, bound: float, steps: int, seed: 
     Returns the hull's volume fraction and the mean absolute error of the last step. The colour
     network is untouched; the photometric training that follows starts from its own initialisation.
     """
-    target = torch.from_numpy(hull_signed_distance(views, bound)).to(device)
-    surface = torch.nonzero(target.abs() <= 2 * bound / (target.shape[0] - 1)).float()
-    surface = surface / (target.shape[0] - 1) * 2 * bound - bound  # cell index -> world
+    distance = torch.from_numpy(hull_signed_distance(views, bound))
+    last = distance.shape[0] - 1
+    # Cells within two of the surface, in world units; kept on the CPU, where the points are drawn.
+    surface = torch.nonzero(distance.abs() <= 2 * bound / last).float() / last * 2 * bound - bound
+    target = distance.to(device)
     generator = torch.Generator().manual_seed(seed)
     field.to(device).train()
     encoding = list(field.encoding.parameters()) if field.encoding is not None else []
     groups = [{"params": list(field.sdf_net.parameters()), "lr": learning_rate}]
     if encoding:  # hash tables learn at the rate the trainer gives them
-        groups.append({"params": encoding, "lr": 10 * learning_rate})
+        groups.append({"params": encoding, "lr": TrainSettings.encoding_learning_rate})
     optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
-    error = float("nan")
+    fit = torch.tensor(float("nan"))
     for _ in range(steps):
         uniform = (torch.rand(BATCH // 2, 3, generator=generator) * 2 - 1) * bound
         pick = torch.randint(0, len(surface), (BATCH - BATCH // 2,), generator=generator)
-        near = surface[pick.to(surface.device)].cpu() + torch.randn(len(pick), 3, generator=generator) * NEAR_SURFACE
+        near = surface[pick] + torch.randn(len(pick), 3, generator=generator) * NEAR_SURFACE
         points = torch.cat([uniform, near.clamp(-bound, bound)]).to(device)
         sdf, _, grad = field.sdf_and_gradient(points, create_graph=True)
         fit = (sdf - _lookup(target, points, bound)).abs().mean()
@@ -78,5 +77,5 @@ def fit_to_hull(field: NeuSField, views: Views, bound: float, steps: int, seed: 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        error = fit.item()
-    return {"hull_fraction": float((target < 0).float().mean()), "hull_fit_error": error}
+    # One device sync at the end, not one per step.
+    return {"hull_fraction": float((distance < 0).float().mean()), "hull_fit_error": fit.item()}
