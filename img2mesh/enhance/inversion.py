@@ -13,6 +13,7 @@ from typing import Callable, Optional
 
 import torch
 
+from img2mesh.generate.scheduler import uniform_timesteps
 from img2mesh.utils.ddim import predicted_x0
 
 Predictor = Callable[[torch.Tensor, int], torch.Tensor]
@@ -20,8 +21,7 @@ Predictor = Callable[[torch.Tensor, int], torch.Tensor]
 
 def ddim_timesteps(alphas_cumprod: torch.Tensor, steps: int) -> list[int]:
     """The ``steps`` timesteps of a DDIM schedule, ascending (diffusers' "leading" spacing, offset 1)."""
-    stride = len(alphas_cumprod) // steps
-    return [i * stride + 1 for i in range(steps)]
+    return uniform_timesteps(len(alphas_cumprod), steps).tolist()
 
 
 def _alpha(alphas_cumprod: torch.Tensor, t: Optional[int]) -> torch.Tensor:

@@ -17,16 +17,23 @@ import numpy as np
 import torch
 
 
+def uniform_timesteps(total: int, steps: int) -> np.ndarray:
+    """``steps`` timesteps of a ``total``-step model, ascending, stride ``total // steps``, offset 1.
+
+    The official range(0, total, stride) + 1, cut to exactly ``steps`` values: identical when steps
+    divides 1000; otherwise the official code takes extra steps or indexes past 999. It is also
+    diffusers' "leading" spacing with ``steps_offset: 1`` (Stable Diffusion's scheduler configs).
+    """
+    stride = total // steps
+    return np.arange(0, stride * steps, stride) + 1
+
+
 class DDIMSchedule:
     """The DDIM sub-schedule of ``steps`` uniform steps over the model's ``alphas_cumprod``."""
 
     def __init__(self, alphas_cumprod: torch.Tensor, steps: int, eta: float = 1.0) -> None:
         alphas_cumprod = alphas_cumprod.detach().float().cpu()
-        total = alphas_cumprod.shape[0]
-        stride = total // steps
-        # The official range(0, total, stride) + 1, cut to exactly `steps` values: identical when
-        # steps divides 1000; otherwise the official code takes extra steps or indexes past 999.
-        self.timesteps = np.arange(0, stride * steps, stride) + 1
+        self.timesteps = uniform_timesteps(alphas_cumprod.shape[0], steps)
         index = torch.from_numpy(self.timesteps.astype(np.int64))
         alphas = alphas_cumprod[index].double()
         alphas_prev = torch.cat([alphas_cumprod[0:1], alphas_cumprod[index[:-1]]], 0)
