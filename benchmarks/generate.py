@@ -79,6 +79,24 @@ def measure(model: SyncDreamer, precision: Precision, guidance: str, steps: int,
             "finite": bool(torch.isfinite(latents[0]).all())}
 
 
+def measure_feedback(model: SyncDreamer, device: torch.device, fit_steps: int = 100, image_size: int = 64) -> dict:
+    """Seconds of two feedback operations (``generate.feedback``) on one set of random latents: the
+    first (hull start + fit) and the second (warm-started fit), each with decode, render and encode."""
+    from img2mesh.generate.feedback import FeedbackSettings, SamplingFeedback
+
+    settings = FeedbackSettings(frozenset({1, 2}), 0.5, fit_steps, 1024, image_size)
+    hook = SamplingFeedback(model, settings, 1, 0.6, 0, device)
+    c = model.config
+    generator = torch.Generator(device=device).manual_seed(0)
+    x_t = torch.randn(1, c.view_num, c.vae.z_channels, c.latent_size, c.latent_size, generator=generator,
+                      device=device)
+    noise = torch.randn(x_t.shape, generator=generator, device=device)
+    alpha = model.alphas_cumprod[500].float()
+    cold = timed(device, lambda: hook(0, x_t, noise, alpha))
+    warm = timed(device, lambda: hook(1, x_t, noise, alpha))
+    return {"first_s": cold, "warm_s": warm, "fit_steps": fit_steps, "image_size": image_size}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")

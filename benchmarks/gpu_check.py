@@ -5,13 +5,15 @@
    the rasteriser on GPU against CPU, exact resume of CUDA training;
 2. generation with the full-size model and random weights: cfg and harmony guidance, fp16 and
    bf16, 50 DDIM steps: seconds per instance and peak GPU memory;
-3. reconstruct + mesh at the ``default`` preset on two shared GSO objects: seconds, CD / IoU;
-4. one end-to-end ``img2mesh run`` with full-size random weights (``smoke`` preset).
+3. one 3D-feedback operation (``generate.feedback``, full-size model): the first (hull start + fit)
+   and a warm-started one, seconds each;
+4. reconstruct + mesh at the ``default`` preset on two shared GSO objects: seconds, CD / IoU;
+5. one end-to-end ``img2mesh run`` with full-size random weights (``smoke`` preset).
 
 ``--quick`` runs the same sequence on the CPU with the tiny model and a handful of steps (the test
 suite runs it, so the command cannot rot). Logs and ``results.json`` go to ``--out``.
 
-    python benchmarks/gpu_check.py                 # on a GPU machine (about 8 minutes on an H100)
+    python benchmarks/gpu_check.py                 # on a GPU machine (about 9 minutes on an H100)
     python benchmarks/gpu_check.py --quick --out /tmp/check
 """
 
@@ -104,6 +106,20 @@ def generation(quick: bool) -> list[Row]:
     return rows
 
 
+def feedback(quick: bool) -> list[Row]:
+    import torch
+
+    from generate import load, measure_feedback
+    from img2mesh.generate.precision import Precision
+
+    device = torch.device("cpu" if quick else "cuda")
+    size, fit_steps, image_size = ("tiny", 10, 16) if quick else ("full", 100, 64)
+    precision = Precision.for_run("fp32" if quick else "fp16", str(device))
+    r = measure_feedback(load(size, precision, device), device, fit_steps, image_size)
+    setting = f"{size} model, {fit_steps} fit steps at {image_size}², one sample set"
+    return [Row("feedback", setting, f"first {r['first_s']:.1f} s, warm-started {r['warm_s']:.1f} s", r["warm_s"])]
+
+
 def reconstruction(quick: bool, objects: list[str]) -> list[Row]:
     from reconstruct_gso import GSO, reconstruct_object
 
@@ -154,7 +170,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ROOT / "gpu-check")),
                         help="where logs and results.json go (default: $OUT, else gpu-check/)")
     parser.add_argument("--objects", nargs="+", default=None, help="GSO objects (default: chicken teapot)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["tests", "generate", "reconstruct", "e2e"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["tests", "generate", "feedback", "reconstruct", "e2e"])
     args = parser.parse_args()
     import torch
 
@@ -170,6 +186,7 @@ def main() -> int:
     checks = {
         "tests": ("gpu tests", "pytest -m gpu", lambda: gpu_tests(args.quick, args.out)),
         "generate": ("generate", "full model, random weights", lambda: generation(args.quick)),
+        "feedback": ("feedback", "one feedback operation", lambda: feedback(args.quick)),
         "reconstruct": ("reconstruct + mesh", "GSO", lambda: reconstruction(args.quick, objects)),
         "e2e": ("end to end", "img2mesh run", lambda: end_to_end(args.quick, args.out)),
     }

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from img2mesh.pipeline.config import AUTO_MAX_SETS
+
 if TYPE_CHECKING:
     import torch
 
@@ -16,7 +18,6 @@ if TYPE_CHECKING:
     from img2mesh.pipeline.contract import StageContext
 
 MODEL_NAME = "syncdreamer"  # what the stages that use it name in Stage.models
-AUTO_MAX_SETS = 4  # generate.num_samples auto: HarmonyView's scripts make 2-4 sets, SyncDreamer's example 4
 # Free GPU memory one more sample set needs, once the weights are loaded: the activations of
 # 16 views x 3 guidance branches per UNet chunk grow linearly with the sets (README: VRAM per preset;
 # an estimate from the 10 GB one-set goal, not a GPU measurement). Too low an estimate is caught by
@@ -85,6 +86,19 @@ def check_checkpoint(config: "Config") -> None:
     checkpoint = config.generate.checkpoint
     if checkpoint is not None and not config.generate.random_weights and not Path(checkpoint).expanduser().is_file():
         raise UsageError(f"checkpoint file {checkpoint} does not exist")
+
+
+def check_config(config: "Config") -> None:
+    """The generate stage's usage errors before anything runs: the checkpoint, and feedback at a DDIM
+    step the run does not take."""
+    from img2mesh.errors import UsageError
+
+    check_checkpoint(config)
+    cfg = config.generate
+    beyond = [step for step in cfg.feedback.steps if step > cfg.steps]
+    if beyond:
+        raise UsageError(f"config key generate.feedback.steps: step {beyond[0]} is beyond generate.steps "
+                         f"({cfg.steps})")
 
 
 def input_image(ctx: "StageContext") -> "torch.Tensor":

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("img2mesh")
 RandN = Callable[[tuple[int, ...]], torch.Tensor]
+# Called after every noise prediction: (0-based step, x_t, noise, ᾱ_t) -> the noise DDIM continues with.
+Feedback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -86,18 +88,22 @@ class ViewBatcher:
 
 
 def _denoise(schedule: DDIMSchedule, x: torch.Tensor, predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-             randn: RandN, precision: Precision, on_step: Optional[Callable[[int], None]] = None) -> torch.Tensor:
+             randn: RandN, precision: Precision, on_step: Optional[Callable[[int], None]] = None,
+             feedback: Optional[Feedback] = None) -> torch.Tensor:
     """The DDIM loop from x_T: ``predict(x, t)`` gives the guided noise; one draw per step but the last.
 
     Only ``predict`` runs in ``precision``'s autocast region; x and the DDIM update stay float32.
+    ``feedback`` may replace each step's noise (3D-aware feedback, ``generate/feedback.py``).
     """
     B = x.shape[0]
     for i, timestep in enumerate(reversed(schedule.timesteps)):
         index = len(schedule) - i - 1
         t = torch.full((B,), int(timestep), device=x.device, dtype=torch.long)
         with precision.autocast():
-            noise = predict(x, t)
-        x = schedule.step(x, noise.float(), index, None if index == 0 else randn(tuple(x.shape)))
+            noise = predict(x, t).float()
+        if feedback is not None:
+            noise = feedback(i, x, noise, schedule.alphas[index])
+        x = schedule.step(x, noise, index, None if index == 0 else randn(tuple(x.shape)))
         if on_step is not None:
             on_step(i)
     return x
@@ -121,11 +127,11 @@ def _encode_input(model: SyncDreamer, image: torch.Tensor, settings: SamplerSett
 @torch.no_grad()
 def sample_latents(model: SyncDreamer, image: torch.Tensor, elevation: torch.Tensor, settings: SamplerSettings,
                    randn: RandN, on_step: Optional[Callable[[int], None]] = None,
-                   precision: Precision = Precision()) -> torch.Tensor:
+                   precision: Precision = Precision(), feedback: Optional[Feedback] = None) -> torch.Tensor:
     """B,3,256,256 images in [-1,1] at elevations (B, radians) -> B,N,4,32,32 float32 final latents.
 
     ``precision`` says in which dtype the denoiser runs (its weights must have been cast by
-    ``precision.prepare``); everything else is float32.
+    ``precision.prepare``); everything else is float32. ``feedback``: see :func:`_denoise`.
     """
     c = model.config
     B = image.shape[0]
@@ -136,7 +142,8 @@ def sample_latents(model: SyncDreamer, image: torch.Tensor, elevation: torch.Ten
     schedule = DDIMSchedule(model.alphas_cumprod, settings.steps, settings.eta)
     batcher = ViewBatcher(settings.batch_views)
     return _denoise(schedule, x, lambda x_t, t: batcher.noise(model, x_t, t, x_input, clip_embed, v_embed,
-                                                              settings.guidance), randn, precision, on_step)
+                                                              settings.guidance), randn, precision, on_step,
+                    feedback)
 
 
 @torch.no_grad()

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from img2mesh.generate.runtime import check_checkpoint
+from img2mesh.generate.runtime import check_config
 from img2mesh.pipeline.contract import Stage, StageContext
-from img2mesh.utils.files import atomic_save_image, atomic_write_json
+from img2mesh.utils.files import atomic_save_image, atomic_write_bytes, atomic_write_json
 from img2mesh.utils.images import grid
 
 if TYPE_CHECKING:
@@ -38,10 +38,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
     randn = seeded_randn(ctx.config.run.seed, device)
     ctx.log.info("generate: %d sample(s), %s guidance %s, %d DDIM steps, eta %.2f, seed %d",
                  sets, cfg.guidance, list(scales), cfg.steps, cfg.eta, ctx.config.run.seed)
+    feedback = sampling_feedback(ctx, model, sets, device)
     with ctx.progress("denoising", total=cfg.steps) as task:
         latents = sample_latents(model, image, elevation, settings, randn, on_step=lambda i: task.advance(),
-                                 precision=loaded.precision)
+                                 precision=loaded.precision, feedback=feedback)
     views = decode_views(model, latents).cpu().numpy()
+    if feedback is not None:  # the last fits, for reconstruct.init: feedback
+        for k, grid_values in enumerate(feedback.signed_distances()):
+            atomic_write_bytes(ctx.out_dir / f"sample_{k}" / "feedback" / "sdf.npy", npy_bytes(grid_values))
     for k, sample in enumerate(views):
         folder = ctx.out_dir / f"sample_{k}"
         for n, view in enumerate(sample):
@@ -66,7 +70,34 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "input_elevation_deg": elevation_deg,
         "scores": [{k: v for k, v in s.to_dict().items() if k != "per_view"} for s in scores],
         "best_sample": best(scores),
+        "feedback": feedback.summary() if feedback is not None else None,
     }
+
+
+def sampling_feedback(ctx: StageContext, model: Any, sets: int, device: Any) -> Any:
+    """The 3D-aware feedback hook for ``generate.feedback.*``, or None when it is off; it keeps each
+    feedback step's renders as ``sample_K/feedback/step_SS.png`` (one strip of the 16 views)."""
+    from img2mesh.generate.feedback import FeedbackSettings, SamplingFeedback
+
+    settings = FeedbackSettings.from_config(ctx.config.generate.feedback)
+    if not settings.enabled:
+        return None
+    ctx.log.info("generate: 3D feedback at DDIM steps %s, weight %.2f, %d fitting steps each",
+                 sorted(settings.steps), settings.weight, settings.fit_steps)
+
+    def keep(step: int, k: int, renders: Any) -> None:
+        atomic_save_image(ctx.out_dir / f"sample_{k}" / "feedback" / f"step_{step:02d}.png", grid(renders, len(renders)))
+
+    return SamplingFeedback(model, settings, sets, ctx.config.scene.bound, ctx.config.run.seed, device, keep)
+
+
+def npy_bytes(values: np.ndarray) -> bytes:
+    """An array as the bytes of a ``.npy`` file (no pickled objects: ``np.load(allow_pickle=False)`` reads it)."""
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, values, allow_pickle=False)
+    return buffer.getvalue()
 
 
 def score_sets(ctx: StageContext, views: np.ndarray, record: dict) -> list["SampleScore"]:
@@ -99,8 +130,8 @@ STAGE = Stage(
     reads=("segment", "elevation"),
     outputs=("sample_0/00.png", "sample_0/15.png", "sample_0/grid.png", "cameras.json", "scores.json"),
     config_keys=("generate", "scene", "run.seed"),
-    version=2,  # 2: scores.json / samples.png
+    version=3,  # 2: scores.json / samples.png; 3: generate.feedback
     run=run,
     models=("syncdreamer",),
-    check_config=check_checkpoint,
+    check_config=check_config,
 )

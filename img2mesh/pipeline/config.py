@@ -18,6 +18,9 @@ from typing import Any, Literal, Optional, Union
 from img2mesh.errors import UsageError
 
 PRESETS = ("default", "smoke", "fast", "quality")
+# generate.num_samples auto makes at most this many sets (HarmonyView's scripts make 2-4, SyncDreamer's
+# example 4); here because reconstruct's --select check needs it too
+AUTO_MAX_SETS = 4
 PRESET_FOLDER = "configs"  # inside the package: smoke.yaml, fast.yaml, quality.yaml (what each changes)
 
 
@@ -59,6 +62,17 @@ class ElevationConfig:
 
 
 @dataclass
+class FeedbackConfig:
+    """3D-aware feedback during sampling (README: Feedback during sampling); off while ``steps`` is empty."""
+
+    steps: list[int] = dataclasses.field(default_factory=list)  # DDIM steps (1 = the first) that get feedback
+    weight: float = 0.5  # how far x̂₀ moves towards the renders where they cover the object (0..1)
+    fit_steps: int = 100  # NeuS steps per feedback step; each fit continues the previous one
+    rays_per_step: int = 1024
+    image_size: int = 64  # the predicted views are fitted, and the model rendered, at this size
+
+
+@dataclass
 class GenerateConfig:
     model: Literal["full", "tiny"] = "full"  # tiny: the conformance widths, for tests
     random_weights: bool = False  # an untrained network: tests of the plumbing only
@@ -77,6 +91,7 @@ class GenerateConfig:
     batch_views: int = 16
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # the denoiser's dtype on CUDA (auto: fp16)
     input_latent: Literal["sample", "mode"] = "sample"
+    feedback: FeedbackConfig = dataclasses.field(default_factory=FeedbackConfig)
 
 
 @dataclass
@@ -99,8 +114,12 @@ class ReconstructConfig:
     view_input: Literal["direction", "reflected"] = "reflected"  # official: reflected about the normal
     hash_levels: int = 16  # hash-grid field: resolution levels (16 to 2048 cells)
     hash_log2_size: int = 19  # hash-grid field: log2 of each level's table size
-    init: Literal["sphere", "hull"] = "hull"  # start from NeuS's sphere or fitted to the masks' visual hull
+    # start from NeuS's sphere, fitted to the masks' visual hull, or fitted to generate's last feedback fit
+    init: Literal["sphere", "hull", "feedback"] = "hull"
     init_steps: int = 300  # hull init: SDF-fitting steps before training (points only, no rendering)
+    # hull init: NeuS's variance parameter when training starts (inv_s = e^(10 v); the sphere keeps NeuS's
+    # 0.3, a blurry start that moves the surface): the fitted hull is already at the surface, start sharp
+    hull_variance: float = 0.5
     masks: Literal["auto", "remover", "threshold"] = "auto"  # views without alpha: see README (Masks)
     mask_loss: Literal["bce", "mse"] = "bce"  # the official NeuS of SyncDreamer uses mse (README: Masks)
     mask_weight: float = 1.0  # official: 1.0 x mse against 0.5 x soft-L1 colour (ours: 1.0 x L1 colour)
@@ -172,19 +191,26 @@ def _check_extra(key: str, value: Any) -> None:
                 "reconstruct.hash_log2_size", "mesh.texture_size", "mesh.target_faces",
                 "reconstruct.grid_resolution", "reconstruct.march_steps",
                 "segment.matting_size", "reconstruct.feature_dim", "reconstruct.color_hidden",
-                "reconstruct.color_layers", "reconstruct.init_steps")
+                "reconstruct.color_layers", "reconstruct.init_steps", "generate.feedback.fit_steps",
+                "generate.feedback.rays_per_step", "generate.feedback.image_size")
     if key in positive and isinstance(value, (int, float)) and value < 1:  # "auto" is checked by its type
         raise UsageError(f"config key {key}: must be at least 1, got {value}")
     if key == "reconstruct.select" and isinstance(value, int) and value < 0:
         raise UsageError(f"config key reconstruct.select: a sample index must be 0 or more, got {value}")
     if key == "mesh.min_component" and not 0.0 <= value <= 1.0:
         raise UsageError(f"config key mesh.min_component: a fraction of the faces from 0 to 1, got {value}")
+    if key == "reconstruct.hull_variance" and not 0.0 <= value <= 1.0:
+        raise UsageError(f"config key reconstruct.hull_variance: from 0 to 1 (inv_s = e^(10 v)), got {value:g}")
     if key == "reconstruct.mask_weight" and value < 0:
         raise UsageError(f"config key reconstruct.mask_weight: must not be negative, got {value}")
     if key == "scene.bound" and not 0.0 < value <= 2.0:
         raise UsageError(f"config key scene.bound: must be above 0 (and at most 2), got {value}")
     if key == "segment.crop_size" and not (value == -1 or 1 <= value <= 256):
         raise UsageError(f"config key segment.crop_size: must be -1 or 1..256, got {value}")
+    if key == "generate.feedback.weight" and not 0.0 <= value <= 1.0:
+        raise UsageError(f"config key generate.feedback.weight: a fraction from 0 to 1, got {value:g}")
+    if key == "generate.feedback.steps" and any(step < 1 for step in value):
+        raise UsageError("config key generate.feedback.steps: DDIM steps count from 1")
     if key == "mesh.formats" and not value:
         raise UsageError("config key mesh.formats: name at least one of glb, ply, obj")
 

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from img2mesh.pipeline.config import Config
 
 CHECKPOINT = "checkpoint.pt"
+FEEDBACK_GRID = "feedback/sdf.npy"  # generate's last feedback fit, beside a sample set's views
 
 
 def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path],
@@ -47,8 +48,8 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
     if not ctx.resumed:
         checkpoint.unlink(missing_ok=True)
     hull = {}
-    if cfg.init == "hull" and not checkpoint.is_file():  # a checkpoint already holds the fitted start
-        hull = start_from_hull(ctx, field, views, device)
+    if cfg.init != "sphere" and not checkpoint.is_file():  # a checkpoint already holds the fitted start
+        hull = start_from_masks(ctx, field, views, device, views_dir / FEEDBACK_GRID)
     shown = [0]  # steps the bar has shown; a resumed run's first step jumps it to the checkpoint
 
     def advance(step: int, loss: float) -> None:
@@ -63,23 +64,40 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
             "views": int(views.images.shape[0]), "view_size": list(views.size)}
 
 
-def start_from_hull(ctx: StageContext, field: Any, views: Any, device: Any) -> dict[str, Any]:
-    """Fit the field to the masks' visual hull (``reconstruct.init: hull``); the sphere if it is empty."""
+def start_from_masks(ctx: StageContext, field: Any, views: Any, device: Any, feedback_grid: Path) -> dict[str, Any]:
+    """Fit the field to the masks' visual hull (``reconstruct.init: hull``) or to the signed distance of
+    generate's last feedback fit (``feedback``; the hull when the sample set has none); the sphere when
+    the hull is empty."""
     import time
 
-    from img2mesh.reconstruct.hull_init import fit_to_hull
+    import numpy as np
 
+    from img2mesh.reconstruct.hull_init import fit_to_grid, fit_to_hull
+
+    cfg = ctx.config.reconstruct
+    args = (ctx.config.scene.bound, cfg.init_steps, ctx.config.run.seed, device, cfg.hull_variance)
     start = time.perf_counter()
+    if cfg.init == "feedback":
+        try:
+            grid = np.load(feedback_grid, allow_pickle=False)  # never unpickle: a plain array or nothing
+            fraction, error = fit_to_grid(field, grid, *args)
+            seconds = time.perf_counter() - start
+            ctx.log.info("reconstruct: started from generate's feedback fit (%.0f%% of the cube, fit error %.4f, "
+                         "%.1f s)", 100 * fraction, error, seconds)
+            return {"start": "feedback", "feedback_fraction": fraction, "feedback_fit_error": error,
+                    "init_seconds": round(seconds, 2)}
+        except (OSError, ValueError) as exc:
+            reason = "it was made without generate.feedback" if not feedback_grid.is_file() else exc
+            ctx.log.warning("reconstruct: no feedback fit to start from (%s); starting from the visual hull", reason)
     try:
-        info = fit_to_hull(field, views, ctx.config.scene.bound, ctx.config.reconstruct.init_steps,
-                           ctx.config.run.seed, device)
+        info = fit_to_hull(field, views, *args)
     except ValueError as exc:  # masks that agree on nothing: NeuS's sphere is the better start
         ctx.log.warning("reconstruct: %s; starting from a sphere", exc)
-        return {"hull_init": "empty"}
+        return {"start": "sphere", "hull_init": "empty"}
     seconds = time.perf_counter() - start
     ctx.log.info("reconstruct: started from the visual hull (%.0f%% of the cube, fit error %.4f, %.1f s)",
                  100 * info["hull_fraction"], info["hull_fit_error"], seconds)
-    return {**info, "hull_init_seconds": round(seconds, 2)}
+    return {**info, "start": "hull", "hull_init_seconds": round(seconds, 2)}
 
 
 def selected_samples(select: Any, scores: dict) -> list[int]:
@@ -130,7 +148,7 @@ def check_views_folder(path: Path, config: "Config") -> None:
 def check_select(config: "Config") -> None:
     """``--select K`` beyond the sample sets ``generate`` will make is a usage error before anything runs."""
     from img2mesh.errors import UsageError
-    from img2mesh.generate.runtime import AUTO_MAX_SETS
+    from img2mesh.pipeline.config import AUTO_MAX_SETS
 
     select, count = config.reconstruct.select, config.generate.num_samples
     if count == "auto":  # how many depends on the GPU: refuse only what auto can never make
@@ -149,7 +167,8 @@ _COMMON = dict(name="reconstruct", description="fit a NeuS signed-distance field
                             "segment.matting_size"),
                models=("carvekit",),  # masks of views without alpha (the segment stage's remover)
                # 2: dense samples inside the scene cube, hash grid over it; 3: soft masks, 1.0 x BCE;
-               # 4: official colour network widths, reflected view direction, start from the hull
-               version=4)
+               # 4: official colour network widths, reflected view direction, start from the hull;
+               # 5: training after the hull start begins sharp (reconstruct.hull_variance)
+               version=5)
 STAGE = Stage(reads=("generate",), run=run_on_generated, check_config=check_select, **_COMMON)
 FOLDER_STAGE = Stage(reads=(), run=run_on_folder, check_input=check_views_folder, **_COMMON)

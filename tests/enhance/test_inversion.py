@@ -9,7 +9,7 @@ import torch
 from img2mesh.enhance.injection import InjectionController, install
 from img2mesh.enhance.inversion import ddim_timesteps, invert, sample
 
-ALPHAS = torch.cumprod(1 - torch.linspace(0.00085, 0.012, 1000), 0)  # SD's scaled-linear-like schedule
+from helpers.diffusion import ALPHAS, tiny_depth_unet
 
 
 def test_one_inversion_step_is_the_closed_form_ddim_update():
@@ -29,16 +29,6 @@ def test_inversion_then_sampling_returns_the_start_when_the_noise_does_not_depen
     seen = []
     back = sample(lambda x, t: table[t], trajectory[-1], ALPHAS, 50, 30, on_step=seen.append)
     assert torch.allclose(back, x0, atol=1e-4) and seen == list(range(30))
-
-
-def tiny_depth_unet() -> torch.nn.Module:
-    from diffusers import UNet2DConditionModel
-
-    torch.manual_seed(0)
-    return UNet2DConditionModel(sample_size=8, in_channels=5, out_channels=4, layers_per_block=1,
-                                block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
-                                attention_head_dim=8, norm_num_groups=8).eval()
 
 
 def predict(unet, latents, depth, text, t):

@@ -1,12 +1,21 @@
-"""The feedback blend (issue 15's operator): weight 0 changes nothing, weight 1 makes x̂₀ the renders
-where they cover the object, and DDIM continues from the blended x̂₀."""
+"""3D-aware feedback during sampling: the blend (weight 0 changes nothing, weight 1 makes x̂₀ the
+renders where they cover the object), the hook in the sampler, the fitted model, the stage."""
 
 from __future__ import annotations
 
-import torch
+import json
 
-from img2mesh.generate.feedback import blend_noise
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from img2mesh.cli import app
+from img2mesh.generate.feedback import FeedbackSettings, SamplingFeedback, ViewFitter, blend_noise, psnr
 from img2mesh.utils.ddim import predicted_x0
+
+from helpers.scenes import box_mesh, render_views
 
 ALPHA = torch.tensor(0.37)
 
@@ -38,3 +47,118 @@ def test_half_weight_lands_half_way():
     x0 = predicted_x0(x_t, blend_noise(x_t, noise, ALPHA, renders, coverage, 0.5), ALPHA)
     inside = coverage.expand_as(x0).bool()
     assert torch.allclose(x0[inside], (0.5 * (before + renders))[inside], atol=1e-5)
+
+
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from img2mesh.generate.loading import load_syncdreamer
+
+    model, _ = load_syncdreamer("tiny", "random")
+    return model
+
+
+def settings(steps=(1, 2), weight=0.5, fit_steps=5, size=16):
+    return FeedbackSettings(frozenset(steps), weight, fit_steps, 128, size)
+
+
+class FlatFitter:
+    """A stand-in 3D model: every view renders as one grey, covering the whole image."""
+
+    def __init__(self, size):
+        self.size, self.fitted = size, []
+
+    def fit(self, images):
+        self.fitted.append(images.shape)
+
+    def render_views(self):
+        return np.full((16, self.size, self.size, 3), 0.3), np.ones((16, self.size, self.size))
+
+
+def test_weight_zero_leaves_the_sampler_bit_identical(tiny_model):
+    from img2mesh.generate.model import Guidance
+    from img2mesh.generate.sampler import SamplerSettings, sample_latents, seeded_randn
+
+    model = tiny_model
+    image, elevation = torch.zeros(1, 3, 256, 256), torch.full((1,), 0.5)
+    sampler = SamplerSettings(Guidance("cfg", (1.0,)), 2, 1.0, 16, "sample")
+    plain = sample_latents(model, image, elevation, sampler, seeded_randn(0, torch.device("cpu")))
+    hook = SamplingFeedback(model, settings(weight=0.0), 1, 0.6, 0, torch.device("cpu"))
+    hooked = sample_latents(model, image, elevation, sampler, seeded_randn(0, torch.device("cpu")), feedback=hook)
+    assert torch.equal(plain, hooked) and hook.records == []
+
+
+def test_weight_one_makes_x0_the_encoded_renders_at_feedback_steps_only(tiny_model):
+    model = tiny_model
+    hook = SamplingFeedback(model, settings(steps=(2,), weight=1.0), 1, 0.6, 0, torch.device("cpu"))
+    hook.fitters = [FlatFitter(16)]
+    x_t, noise = torch.randn(1, 16, 4, 32, 32), torch.randn(1, 16, 4, 32, 32)
+    assert hook(0, x_t, noise, ALPHA) is noise  # step 1: no feedback
+    blended = hook(1, x_t, noise, ALPHA)  # step 2
+    renders = hook.encode(torch.full((1, 16, 3, 16, 16), 0.3))
+    assert torch.allclose(predicted_x0(x_t, blended, ALPHA), renders, atol=1e-4)
+    assert hook.fitters[0].fitted == [(16, 16, 16, 3)]  # the decoded x̂₀ at the fitting size
+    assert [r["step"] for r in hook.records] == [2] and hook.records[0]["seconds"] >= 0
+
+
+def test_the_fitted_model_explains_the_views_and_continues_between_fits(tmp_path):
+    size = 32
+    folder = render_views(box_mesh(), tmp_path / "box", size=size, alpha=False)
+    views = np.stack([np.asarray(Image.open(p), dtype=np.float32) / 255 for p in sorted(folder.glob("*.png"))])
+    from img2mesh.utils import cameras
+
+    Ks = np.repeat(cameras.intrinsics(size)[None], 16, 0)
+    fitter = ViewFitter(Ks, cameras.target_poses(), settings(fit_steps=60, size=size), 0.6, 0, torch.device("cpu"))
+    fitter.fit(views)
+    colour, opacity = fitter.render_views()
+    silhouettes = views.min(-1) < 0.9
+    iou = ((opacity > 0.5) & silhouettes).sum() / ((opacity > 0.5) | silhouettes).sum()
+    assert iou > 0.8, iou  # the renders cover the object where the views show it
+    assert psnr(colour, views) > psnr(np.ones_like(views), views) + 3
+    first = [p.detach().clone() for p in fitter.field.parameters()]
+    fitter.fit(views)
+    assert fitter.fits == 2
+    moved = max((a - p).abs().max().item() for a, p in zip(first, fitter.field.parameters()))
+    assert 0 < moved < 0.1  # continued from the first fit, not started again
+
+
+TINY = ["--set", "generate.model=tiny", "--set", "generate.random_weights=true", "--set", "generate.steps=2",
+        "--set", "generate.guidance=cfg", "--set", "generate.cfg_scale=1.0", "--elevation", "30",
+        "--until", "generate", "--device", "cpu", "-q", "--set", "generate.feedback.fit_steps=5",
+        "--set", "generate.feedback.image_size=16", "--set", "generate.feedback.rays_per_step=128"]
+
+
+def test_a_run_with_feedback_keeps_renders_and_records_them_and_resumes(tmp_path):
+    image = tmp_path / "in.png"
+    cutout = np.zeros((48, 48, 4), np.uint8)
+    cutout[8:40, 12:36] = (200, 30, 30, 255)
+    Image.fromarray(cutout).save(image)
+    args = ["run", str(image), "-o", str(tmp_path / "out"), *TINY, "--set", "generate.feedback.steps=[2]"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    strip = tmp_path / "out" / "generate" / "sample_0" / "feedback" / "step_02.png"
+    assert Image.open(strip).size == (16 * 16, 16)
+    grid = np.load(strip.parent / "sdf.npy", allow_pickle=False)  # what reconstruct.init: feedback starts from
+    assert grid.shape == (96, 96, 96) and grid.dtype == np.float32 and (grid < 0).any() and (grid > 0).any()
+    manifest = json.loads((tmp_path / "out" / "img2mesh.json").read_text())
+    info = manifest["stages"]["generate"]["info"]["feedback"]
+    assert info["steps"] == [2] and info["weight"] == 0.5 and [r["step"] for r in info["per_step"]] == [2]
+    assert info["seconds"] > 0 and len(info["per_step"][0]["fit_psnr"]) == 1
+    before = (tmp_path / "out" / "generate" / "sample_0" / "03.png").read_bytes()
+    again = CliRunner().invoke(app, args)  # same settings: nothing to redo
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "out" / "img2mesh.json").read_text())["stages"]["generate"] == manifest["stages"]["generate"]
+    assert (tmp_path / "out" / "generate" / "sample_0" / "03.png").read_bytes() == before
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("generate.feedback.steps=[3]", "beyond generate.steps"),
+    ("generate.feedback.weight=1.5", "a fraction from 0 to 1"),
+    ("generate.feedback.steps=[0]", "count from 1"),
+])
+def test_feedback_settings_that_cannot_work_are_one_line(tmp_path, setting, message):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "in.png"), "-o", str(out), *TINY, "--set", setting])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not out.exists()

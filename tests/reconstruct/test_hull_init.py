@@ -1,4 +1,5 @@
-"""Starting NeuS from the masks' visual hull (``reconstruct.init: hull``) instead of a sphere."""
+"""Starting NeuS from the masks' visual hull (``reconstruct.init: hull``) or generate's feedback fit
+(``feedback``) instead of a sphere."""
 
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def test_the_field_starts_where_the_hull_is(tmp_path):
     views = load_views(render_views(legged_table(), tmp_path / "v", size=64))
     field = small_field()
     before = agreement_with_hull(field, views)
-    info = fit_to_hull(field, views, BOUND, steps=250, seed=0, device=torch.device("cpu"))
+    info = fit_to_hull(field, views, BOUND, steps=250, seed=0, device=torch.device("cpu"), variance=0.5)
+    assert field.variance.item() == 0.5  # training starts sharp: the surface is already in place
     leg_tips = torch.tensor([[0.25, 0.25, -0.28], [-0.25, -0.25, -0.28]])
     with torch.no_grad():
         assert (field.sdf(leg_tips) < 0).all(), field.sdf(leg_tips)
@@ -60,4 +62,41 @@ def test_an_empty_hull_is_refused_so_the_sphere_stays(tmp_path):
     views = load_views(render_views(box_mesh(), tmp_path / "v", size=32))
     views.masks[:] = 0.0  # masks that agree on nothing
     with pytest.raises(ValueError, match="empty"):
-        fit_to_hull(small_field(), views, BOUND, steps=5, seed=0, device=torch.device("cpu"))
+        fit_to_hull(small_field(), views, BOUND, steps=5, seed=0, device=torch.device("cpu"), variance=0.5)
+
+
+def run_reconstruct(folder, out, *extra):
+    import json
+
+    from typer.testing import CliRunner
+
+    from img2mesh.cli import app
+
+    args = ["reconstruct", str(folder), "-o", str(out), "--preset", "smoke", "--device", "cpu", "-q",
+            "--set", "reconstruct.steps=2", "--set", "reconstruct.rays_per_step=64", "--set", "reconstruct.init_steps=150",
+            "--set", "mesh.resolution=32", "--set", "mesh.texture=false", *extra]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "img2mesh.json").read_text())["stages"]["reconstruct"]["info"], result.output
+
+
+def test_feedback_start_fits_the_grid_generate_left_and_falls_back_to_the_hull(tmp_path):
+    """``reconstruct.init: feedback`` starts from ``feedback/sdf.npy`` beside the views (generate's
+    last feedback fit): here a ball off to one side, which the box's hull does not contain."""
+    folder = render_views(box_mesh(), tmp_path / "views", size=32, padding=2)
+    without, log = run_reconstruct(folder, tmp_path / "a", "--set", "reconstruct.init=feedback")
+    assert without["start"] == "hull" and "no feedback fit to start from" in log
+    line = np.linspace(-BOUND, BOUND, 48)
+    x, y, z = np.meshgrid(line, line, line, indexing="ij")
+    ball = np.sqrt((x + 0.3) ** 2 + y**2 + z**2) - 0.2
+    (folder / "feedback").mkdir()
+    np.save(folder / "feedback" / "sdf.npy", ball.astype(np.float32))
+    info, _ = run_reconstruct(folder, tmp_path / "b", "--set", "reconstruct.init=feedback")
+    assert info["start"] == "feedback" and info["feedback_fit_error"] < 0.02
+    assert abs(info["feedback_fraction"] - (ball < 0).mean()) < 1e-6
+    from img2mesh.reconstruct.storage import load_field
+
+    field = load_field(tmp_path / "b" / "reconstruct", "cpu")
+    with torch.no_grad():  # the ball's centre is inside after 2 training steps; the box's far corner is not
+        assert field.sdf(torch.tensor([[-0.3, 0.0, 0.0]])).item() < 0
+        assert field.sdf(torch.tensor([[0.35, -0.2, 0.2]])).item() > 0
