@@ -16,14 +16,15 @@ if TYPE_CHECKING:
 
 
 def default_stages() -> list["Stage"]:
-    """segment -> elevation -> generate -> reconstruct -> mesh (each module imports nothing heavy)."""
+    """segment -> elevation -> generate -> enhance -> reconstruct -> mesh (each module imports nothing heavy)."""
     from img2mesh.elevation.stage import STAGE as elevation
+    from img2mesh.enhance.stage import STAGE as enhance
     from img2mesh.generate.stage import STAGE as generate
     from img2mesh.mesh.stage import STAGE as mesh
     from img2mesh.reconstruct.stage import STAGE as reconstruct
     from img2mesh.segment.stage import STAGE as segment
 
-    return [segment, elevation, generate, reconstruct, mesh]
+    return [segment, elevation, generate, enhance, reconstruct, mesh]
 
 
 def reconstruct_stages() -> list["Stage"]:

@@ -34,19 +34,26 @@ class RGNVSettings:
 
 
 def depth_noise(unet: Any, latents: torch.Tensor, depth: torch.Tensor, t: int, text: torch.Tensor,
-                uncond: Optional[torch.Tensor], guidance: float) -> torch.Tensor:
+                uncond: Optional[torch.Tensor], guidance: float,
+                v_prediction: Optional[torch.Tensor] = None) -> torch.Tensor:
     """SD-2-depth's noise prediction: the latents with the depth map as a fifth channel, the text
     embedding as cross-attention context, and classifier-free guidance when ``uncond`` is given.
 
     With guidance the batch runs as ``[uncond…, cond…]``; the (reference, novel) pairs stay adjacent
-    in both halves, as the injection needs."""
+    in both halves, as the injection needs. A v-prediction model (the scheduler config says so) is
+    passed its ``alphas_cumprod`` as ``v_prediction`` and its output turned into ε = √ᾱ v + √(1−ᾱ) x."""
     x = torch.cat([latents, depth.to(latents)], 1)
     batch = x.shape[0]
     if uncond is None or guidance == 1.0:
-        return unet(x, t, encoder_hidden_states=text.expand(batch, -1, -1)).sample
-    context = torch.cat([uncond.expand(batch, -1, -1), text.expand(batch, -1, -1)])
-    without, with_text = unet(torch.cat([x, x]), t, encoder_hidden_states=context).sample.chunk(2)
-    return without + guidance * (with_text - without)
+        out = unet(x, t, encoder_hidden_states=text.expand(batch, -1, -1)).sample
+    else:
+        context = torch.cat([uncond.expand(batch, -1, -1), text.expand(batch, -1, -1)])
+        without, with_text = unet(torch.cat([x, x]), t, encoder_hidden_states=context).sample.chunk(2)
+        out = without + guidance * (with_text - without)
+    if v_prediction is None:
+        return out
+    alpha = v_prediction[t].to(latents)
+    return alpha.sqrt() * out + (1 - alpha).sqrt() * latents
 
 
 def pairs(reference: torch.Tensor, novel: torch.Tensor) -> torch.Tensor:
@@ -57,17 +64,19 @@ def pairs(reference: torch.Tensor, novel: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def enhance_latents(unet: Any, alphas_cumprod: torch.Tensor, reference: torch.Tensor, novel: torch.Tensor,
                     reference_depth: torch.Tensor, novel_depth: torch.Tensor, text: torch.Tensor,
-                    uncond: Optional[torch.Tensor], settings: RGNVSettings) -> tuple[torch.Tensor, InjectionController]:
+                    uncond: Optional[torch.Tensor], settings: RGNVSettings,
+                    v_prediction: bool = False) -> tuple[torch.Tensor, InjectionController]:
     """The novel views' latents (V, 4, h, w) after RGNV, and the controller (its ``injected`` list
     says at which (step, layer) the reference's K/V were read).
 
     ``reference`` (1, 4, h, w) and ``novel`` are clean latents; the depths are (·, 1, h, w) at the
     latent's size, already normalised as SD-2-depth expects; ``text`` / ``uncond`` are (1, L, D)
-    embeddings of the prompt and of the empty prompt.
+    embeddings of the prompt and of the empty prompt; ``v_prediction`` for a model trained on v.
     """
+    v = alphas_cumprod if v_prediction else None
     # Inversion: no guidance (it only reconstructs), each view with its own depth.
     latents, depth = torch.cat([reference, novel]), torch.cat([reference_depth, novel_depth])
-    trajectory = invert(lambda x, t: depth_noise(unet, x, depth, t, text, None, 1.0), latents, alphas_cumprod,
+    trajectory = invert(lambda x, t: depth_noise(unet, x, depth, t, text, None, 1.0, v), latents, alphas_cumprod,
                         settings.steps, settings.inversion_steps)
     inverted = trajectory[-1]
     x = pairs(inverted[:1], inverted[1:])
@@ -78,7 +87,7 @@ def enhance_latents(unet: Any, alphas_cumprod: torch.Tensor, reference: torch.Te
         def on_step(k: int) -> None:
             controller.step = k
 
-        out = sample(lambda z, t: depth_noise(unet, z, joint_depth, t, text, uncond, settings.guidance), x,
+        out = sample(lambda z, t: depth_noise(unet, z, joint_depth, t, text, uncond, settings.guidance, v), x,
                      alphas_cumprod, settings.steps, settings.inversion_steps, on_step=on_step)
     finally:
         unet.set_attn_processor(previous)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from img2mesh.errors import UsageError
+from img2mesh.utils.weights import SD2_DEPTH_REPO
 
 PRESETS = ("default", "smoke", "fast", "quality")
 # generate.num_samples auto makes at most this many sets (HarmonyView's scripts make 2-4, SyncDreamer's
@@ -95,6 +96,25 @@ class GenerateConfig:
 
 
 @dataclass
+class EnhanceConfig:
+    """HiFi-123's reference-guided novel-view enhancement (README: enhance); off unless ``enabled``."""
+
+    enabled: bool = False  # the quality preset turns it on
+    model: Literal["full", "tiny"] = "full"  # full: stabilityai/stable-diffusion-2-depth; tiny: for tests
+    random_weights: bool = False  # untrained networks: tests of the plumbing only
+    hub_repo: str = SD2_DEPTH_REPO  # a Hub model id, or a folder holding the repository's files
+    image_size: int = 512  # the views are upscaled to SD-2-depth's resolution and stay at it
+    steps: int = 50  # the DDIM schedule (HiFi-123: 50)
+    inversion_steps: int = 30  # l: steps inverted, then denoised with injection (HiFi-123: 30)
+    start_step: int = 4  # first denoising step whose novel views read the reference's K/V (MasaCtrl: 4)
+    start_layer: int = 10  # first self-attention layer, in forward order, that does (MasaCtrl: 10 of 16)
+    guidance: float = 7.5  # classifier-free guidance; only acts with a prompt
+    prompt: str = ""  # optional text; empty: the views alone guide
+    batch_views: int = 4  # (reference, view) pairs per UNet batch; halved on CUDA out-of-memory
+    precision: Literal["auto", "fp32", "fp16"] = "auto"  # auto: fp16 on CUDA, fp32 on the CPU
+
+
+@dataclass
 class ReconstructConfig:
     field: Literal["mlp", "hashgrid"] = "mlp"  # vanilla NeuS, or a multi-resolution hash encoding
     steps: int = 2000
@@ -150,6 +170,7 @@ class Config:
     segment: SegmentConfig = dataclasses.field(default_factory=SegmentConfig)
     elevation: ElevationConfig = dataclasses.field(default_factory=ElevationConfig)
     generate: GenerateConfig = dataclasses.field(default_factory=GenerateConfig)
+    enhance: EnhanceConfig = dataclasses.field(default_factory=EnhanceConfig)
     reconstruct: ReconstructConfig = dataclasses.field(default_factory=ReconstructConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
 
@@ -192,7 +213,8 @@ def _check_extra(key: str, value: Any) -> None:
                 "reconstruct.grid_resolution", "reconstruct.march_steps",
                 "segment.matting_size", "reconstruct.feature_dim", "reconstruct.color_hidden",
                 "reconstruct.color_layers", "reconstruct.init_steps", "generate.feedback.fit_steps",
-                "generate.feedback.rays_per_step", "generate.feedback.image_size")
+                "generate.feedback.rays_per_step", "generate.feedback.image_size", "enhance.steps",
+                "enhance.inversion_steps", "enhance.batch_views")
     if key in positive and isinstance(value, (int, float)) and value < 1:  # "auto" is checked by its type
         raise UsageError(f"config key {key}: must be at least 1, got {value}")
     if key == "reconstruct.select" and isinstance(value, int) and value < 0:
@@ -211,6 +233,10 @@ def _check_extra(key: str, value: Any) -> None:
         raise UsageError(f"config key generate.feedback.weight: a fraction from 0 to 1, got {value:g}")
     if key == "generate.feedback.steps" and any(step < 1 for step in value):
         raise UsageError("config key generate.feedback.steps: DDIM steps count from 1")
+    if key == "enhance.image_size" and (value < 64 or value % 64):
+        raise UsageError(f"config key enhance.image_size: a multiple of 64 (SD-2-depth: 512), got {value}")
+    if key in ("enhance.start_step", "enhance.start_layer") and value < 0:
+        raise UsageError(f"config key {key}: counts from 0, got {value}")
     if key == "mesh.formats" and not value:
         raise UsageError("config key mesh.formats: name at least one of glb, ply, obj")
 

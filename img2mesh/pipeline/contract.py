@@ -97,6 +97,9 @@ class Stage:
             the GPU once no later stage of the input names it.
         check_config: validates the resolved config before anything runs (when the stage is in
             the requested range); raises UsageError.
+        config_values: the values of ``config_keys`` that actually change the result, when that
+            depends on the config itself (a stage switched off ignores its other settings, so
+            changing them must not re-run it or what reads it); default: all of ``config_keys``.
     """
 
     name: str
@@ -110,6 +113,7 @@ class Stage:
     check_input: Optional[Callable[[Path, "Config"], None]] = None
     models: tuple[str, ...] = ()
     check_config: Optional[Callable[["Config"], None]] = None
+    config_values: Optional[Callable[["Config"], dict[str, Any]]] = None
 
 
 @dataclass

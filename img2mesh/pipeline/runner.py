@@ -73,7 +73,8 @@ def stage_fingerprint(stage: Stage, input_sha: str, config: Config, upstream: di
         "stage": stage.name,
         "version": stage.version,
         "input": input_sha,
-        "config": {key: config.get(key) for key in stage.config_keys},
+        "config": (stage.config_values(config) if stage.config_values is not None
+                   else {key: config.get(key) for key in stage.config_keys}),
         "upstream": {name: upstream[name] for name in stage.reads},
     })
 

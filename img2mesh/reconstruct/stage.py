@@ -100,29 +100,20 @@ def start_from_masks(ctx: StageContext, field: Any, views: Any, device: Any, fee
     return {**info, "start": "hull", "hull_init_seconds": round(seconds, 2)}
 
 
-def selected_samples(select: Any, scores: dict) -> list[int]:
-    """The sample sets ``reconstruct.select`` asks for, given the generate stage's ``scores.json``."""
-    from img2mesh.errors import StageError
-
-    count = len(scores["samples"])
-    if select == "auto":
-        return [int(scores["best_sample"])]
-    if select == "all":
-        return list(range(count))
-    if not 0 <= select < count:
-        raise StageError(f"--select {select}: the generate stage made {count} sample set(s) (0..{count - 1})")
-    return [int(select)]
-
-
 def run_on_generated(ctx: StageContext) -> dict[str, Any]:
+    from img2mesh.utils.selection import selected_samples
+
     generated = ctx.stage_dir("generate")
     scores = json.loads((generated / "scores.json").read_text())
     select = ctx.config.reconstruct.select
     chosen = selected_samples(select, scores)
+    # The enhance stage (when on) wrote the same sample sets, enhanced, with cameras for their size.
+    views = ctx.stage_dir("enhance") if ctx.config.enhance.enabled else generated
     if select != "all":
-        ctx.log.info("reconstruct: sample %d (--select %s)", chosen[0], select)
-        info = reconstruct(ctx, generated / f"sample_{chosen[0]}", generated / "cameras.json")
-        return {**info, "sample": chosen[0], "select": select}
+        ctx.log.info("reconstruct: sample %d (--select %s)%s", chosen[0], select,
+                     ", enhanced views" if views != generated else "")
+        info = reconstruct(ctx, views / f"sample_{chosen[0]}", views / "cameras.json")
+        return {**info, "sample": chosen[0], "select": select, "enhanced": views != generated}
     per_sample = {}
     for k in chosen:
         folder = ctx.out_dir / f"sample_{k}"
@@ -130,7 +121,7 @@ def run_on_generated(ctx: StageContext) -> dict[str, Any]:
             ctx.log.info("reconstruct: sample %d already trained by the interrupted attempt", k)
             continue
         ctx.log.info("reconstruct: sample %d of %d", k + 1, len(chosen))
-        per_sample[str(k)] = reconstruct(ctx, generated / f"sample_{k}", generated / "cameras.json", folder)
+        per_sample[str(k)] = reconstruct(ctx, views / f"sample_{k}", views / "cameras.json", folder)
     return {"select": "all", "samples": chosen, "per_sample": per_sample}
 
 
@@ -170,5 +161,5 @@ _COMMON = dict(name="reconstruct", description="fit a NeuS signed-distance field
                # 4: official colour network widths, reflected view direction, start from the hull;
                # 5: training after the hull start begins sharp (reconstruct.hull_variance)
                version=5)
-STAGE = Stage(reads=("generate",), run=run_on_generated, check_config=check_select, **_COMMON)
+STAGE = Stage(reads=("generate", "enhance"), run=run_on_generated, check_config=check_select, **_COMMON)
 FOLDER_STAGE = Stage(reads=(), run=run_on_folder, check_input=check_views_folder, **_COMMON)

@@ -186,6 +186,68 @@ class CarvekitWeight:
         return f"carvekit's downloader (file {self.filename})"
 
 
+SD2_DEPTH_REPO = "stabilityai/stable-diffusion-2-depth"  # the enhance stage's model (enhance.hub_repo)
+# What the enhance stage loads from it: every component as safetensors (no pickles), configs, the tokenizer.
+SD2_DEPTH_FILES = ("unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
+                   "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json",
+                   "text_encoder/model.safetensors", "tokenizer/*", "depth_estimator/config.json",
+                   "depth_estimator/model.safetensors", "feature_extractor/preprocessor_config.json",
+                   "scheduler/scheduler_config.json")
+
+
+@dataclass(frozen=True)
+class HubRepoWeight:
+    """Several files of one Hugging Face model repository (a diffusers pipeline's components)."""
+
+    name: str
+    description: str
+    used_by: str
+    size: str
+    repo_id: str
+    patterns: Sequence[str]
+    path_option: str
+
+    def locate(self) -> Optional[Path]:
+        """The local snapshot when every file is cached (never downloads)."""
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(snapshot_download(self.repo_id, allow_patterns=list(self.patterns), local_files_only=True))
+        except Exception:  # not cached (huggingface_hub raises several kinds)
+            return None
+        fixed = [p for p in self.patterns if "*" not in p]
+        return folder if all((folder / p).is_file() for p in fixed) else None
+
+    def download(self) -> Path:
+        from huggingface_hub import constants, snapshot_download
+
+        found = self.locate()
+        if found is not None:
+            return found
+        why = no_download_reason([constants.ENDPOINT])
+        if why is None:
+            try:
+                return Path(snapshot_download(self.repo_id, allow_patterns=list(self.patterns)))
+            except Exception as exc:  # network, auth, a missing file
+                why = type(exc).__name__
+        raise WeightsError(
+            f"{self.description} ({self.repo_id}: {', '.join(self.patterns)}; {self.size}) is not in the "
+            f"Hugging Face cache {hf_cache_dir()} and could not be downloaded ({why}); run "
+            f"`img2mesh weights download {self.name}` where there is internet (then copy HF_HOME here), "
+            f"or {self.path_option}"
+        )
+
+    def source(self) -> str:
+        return f"Hugging Face model {self.repo_id} ({len(self.patterns)} files and folders, safetensors only)"
+
+
+def sd2_depth_weight(repo_id: str = SD2_DEPTH_REPO) -> HubRepoWeight:
+    """Stable Diffusion 2 depth (UNet, VAE, OpenCLIP text encoder, tokenizer, DPT depth, scheduler)."""
+    return HubRepoWeight("sd2_depth", "Stable Diffusion 2 depth (CreativeML Open RAIL++-M)",
+                         "enhance (enhance.enabled, the quality preset)", "about 5.5 GB", repo_id,
+                         SD2_DEPTH_FILES, "set enhance.hub_repo to a local copy of the repository")
+
+
 LOFTR_FILES = {"indoor_new": "loftr_indoor_ds_new.ckpt", "outdoor": "loftr_outdoor.ckpt"}
 
 
@@ -258,6 +320,7 @@ def registry(hub_sources: Sequence[str] = ()) -> list[WeightFile]:
                        "fba_matting.pth"),
         LoftrWeight(),
         LoftrWeight("loftr_outdoor", "outdoor", "elevation (elevation.loftr_weights: outdoor)"),
+        sd2_depth_weight(),
     ]
 
 

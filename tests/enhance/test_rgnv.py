@@ -70,3 +70,12 @@ def test_guidance_with_the_empty_prompt_changes_nothing_and_depth_is_the_fifth_c
         other_depth = depth_noise(unet, x, depth_novel[1:], 500, text, None, 1.0)
     assert torch.allclose(plain, guided, atol=1e-5) and torch.equal(plain, direct)
     assert not torch.allclose(plain, other_depth, atol=1e-4)
+
+
+def test_a_v_prediction_model_is_turned_into_noise_in_closed_form(scene):
+    unet, _, novel, _, depth_novel, text, _ = scene
+    with torch.no_grad():
+        v = depth_noise(unet, novel, depth_novel, 300, text, None, 1.0)
+        eps = depth_noise(unet, novel, depth_novel, 300, text, None, 1.0, v_prediction=ALPHAS)
+    a = ALPHAS[300]
+    assert torch.allclose(eps, a.sqrt() * v + (1 - a).sqrt() * novel, atol=1e-6)
