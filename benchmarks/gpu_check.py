@@ -7,13 +7,15 @@
    bf16, 50 DDIM steps: seconds per instance and peak GPU memory;
 3. one 3D-feedback operation (``generate.feedback``, full-size model): the first (hull start + fit)
    and a warm-started one, seconds each;
-4. reconstruct + mesh at the ``default`` preset on two shared GSO objects: seconds, CD / IoU;
-5. one end-to-end ``img2mesh run`` with full-size random weights (``smoke`` preset).
+4. the enhance stage's RGNV with a full-size SD-2-depth UNet and VAE (random weights), fp16, l = 30,
+   4 views per call: seconds per 16-view set and peak memory;
+5. reconstruct + mesh at the ``default`` preset on two shared GSO objects: seconds, CD / IoU;
+6. one end-to-end ``img2mesh run`` with full-size random weights (``smoke`` preset).
 
 ``--quick`` runs the same sequence on the CPU with the tiny model and a handful of steps (the test
 suite runs it, so the command cannot rot). Logs and ``results.json`` go to ``--out``.
 
-    python benchmarks/gpu_check.py                 # on a GPU machine (about 9 minutes on an H100)
+    python benchmarks/gpu_check.py                 # on a GPU machine (about 10 minutes on an H100)
     python benchmarks/gpu_check.py --quick --out /tmp/check
 """
 
@@ -120,6 +122,19 @@ def feedback(quick: bool) -> list[Row]:
     return [Row("feedback", setting, f"first {r['first_s']:.1f} s, warm-started {r['warm_s']:.1f} s", r["warm_s"])]
 
 
+def enhancement(quick: bool) -> list[Row]:
+    import torch
+
+    from enhance import measure
+
+    device = torch.device("cpu" if quick else "cuda")
+    r = measure(device, torch.float32 if quick else torch.float16, 4 if quick else 50, 2 if quick else 30,
+                2 if quick else 4, tiny=quick)
+    setting = f"{'tiny' if quick else 'full-size SD-2-depth'} UNet + VAE, l = {2 if quick else 30}, one set of 16"
+    return [Row("enhance", setting, f"{r['set_s']:.1f} s/set ({r['s_per_unet_call']:.3f} s per UNet call)",
+                r["set_s"], r["peak_gib"] if device.type == "cuda" else None)]
+
+
 def reconstruction(quick: bool, objects: list[str]) -> list[Row]:
     from reconstruct_gso import GSO, reconstruct_object
 
@@ -170,7 +185,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ROOT / "gpu-check")),
                         help="where logs and results.json go (default: $OUT, else gpu-check/)")
     parser.add_argument("--objects", nargs="+", default=None, help="GSO objects (default: chicken teapot)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["tests", "generate", "feedback", "reconstruct", "e2e"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["tests", "generate", "feedback", "enhance", "reconstruct", "e2e"])
     args = parser.parse_args()
     import torch
 
@@ -187,6 +202,7 @@ def main() -> int:
         "tests": ("gpu tests", "pytest -m gpu", lambda: gpu_tests(args.quick, args.out)),
         "generate": ("generate", "full model, random weights", lambda: generation(args.quick)),
         "feedback": ("feedback", "one feedback operation", lambda: feedback(args.quick)),
+        "enhance": ("enhance", "RGNV, random weights", lambda: enhancement(args.quick)),
         "reconstruct": ("reconstruct + mesh", "GSO", lambda: reconstruction(args.quick, objects)),
         "e2e": ("end to end", "img2mesh run", lambda: end_to_end(args.quick, args.out)),
     }

@@ -92,3 +92,33 @@ def test_missing_sd2_depth_offline_names_the_repository_and_the_command(tmp_path
     message = str(caught.value)
     assert "stabilityai/stable-diffusion-2-depth" in message and "img2mesh weights download sd2_depth" in message
     assert "unet/diffusion_pytorch_model.safetensors" in message and "enhance.hub_repo" in message
+
+
+def test_out_of_memory_halves_the_pairs_per_call_and_retries(monkeypatch, img2mesh_log):
+    import logging
+    from types import SimpleNamespace
+
+    import torch
+
+    from img2mesh.enhance import stage
+    from img2mesh.pipeline.config import load_config
+
+    calls = []
+
+    def flaky(unet, alphas, reference, novel, *args, **kwargs):
+        calls.append(novel.shape[0])
+        if novel.shape[0] > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return novel + 1, None
+
+    monkeypatch.setattr("img2mesh.enhance.rgnv.enhance_latents", flaky)
+    model = SimpleNamespace(embed_text=lambda prompt: torch.zeros(1, 2, 4), unet=SimpleNamespace(device="cpu"),
+                            alphas_cumprod=torch.ones(10), decode=lambda z: z * 2, v_prediction=False)
+    ctx = SimpleNamespace(config=load_config(overrides=["enhance.batch_views=4"]), log=logging.getLogger("img2mesh"))
+    views = {"latents": torch.arange(5.0).view(5, 1, 1, 1), "depth": torch.zeros(5, 1, 1, 1)}
+    advanced = []
+    out = stage.enhance_in_chunks(ctx, model, {"latents": None, "depth": None}, views,
+                                  SimpleNamespace(advance=advanced.append))
+    assert calls == [4, 2, 1, 1, 1, 1, 1] and sum(advanced) == 5  # 4 -> 2 -> 1, then one at a time
+    assert torch.equal(out.flatten(), (torch.arange(5.0) + 1) * 2)  # every view once, in order
+    assert "retrying with enhance.batch_views = 1" in img2mesh_log.text

@@ -93,6 +93,7 @@ def fake_generate(ctx):
 
 def run_selection(tmp_path: Path, select, out: Path):
     from img2mesh.console import ConsoleReporter
+    from img2mesh.enhance.stage import STAGE as ENHANCE
     from img2mesh.mesh.stage import STAGE as MESH
     from img2mesh.pipeline.config import load_config
     from img2mesh.pipeline.contract import Stage
@@ -101,7 +102,7 @@ def run_selection(tmp_path: Path, select, out: Path):
 
     stages = [Stage("segment", "", (), ("input_rgba.png",), (), run=fake_segment),
               Stage("generate", "", ("segment",), ("scores.json",), (), run=fake_generate),
-              RECONSTRUCT, MESH]
+              ENHANCE, RECONSTRUCT, MESH]  # enhance switched off, as by default
     image = tmp_path / "in.png"
     if not image.exists():
         Image.new("RGB", (8, 8)).save(image)
