@@ -185,7 +185,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ROOT / "gpu-check")),
                         help="where logs and results.json go (default: $OUT, else gpu-check/)")
     parser.add_argument("--objects", nargs="+", default=None, help="GSO objects (default: chicken teapot)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["tests", "generate", "feedback", "enhance", "reconstruct", "e2e"])
+    parser.add_argument("--skip", nargs="*", default=[],
+                        choices=["tests", "generate", "feedback", "enhance", "reconstruct", "e2e"])
     args = parser.parse_args()
     import torch
 
