@@ -59,10 +59,11 @@ class FeedbackSettings:
     fit_steps: int
     rays_per_step: int
     image_size: int
+    field: str = "mlp"  # the fitted field's kind (generate.feedback.field)
 
     @classmethod
     def from_config(cls, cfg: "FeedbackConfig") -> "FeedbackSettings":
-        return cls(frozenset(cfg.steps), cfg.weight, cfg.fit_steps, cfg.rays_per_step, cfg.image_size)
+        return cls(frozenset(cfg.steps), cfg.weight, cfg.fit_steps, cfg.rays_per_step, cfg.image_size, cfg.field)
 
     @property
     def enabled(self) -> bool:
@@ -83,8 +84,8 @@ class ViewFitter:
 
         self.Ks, self.poses = Ks, poses  # Ks for settings.image_size pixels
         self.settings, self.bound, self.seed, self.device = settings, bound, seed, device
-        config = FieldConfig(kind="mlp", hash_levels=8, hash_log2_size=16, bound=bound, view_input="reflected",
-                             **FIELD_WIDTHS)
+        config = FieldConfig(kind=settings.field, hash_levels=8, hash_log2_size=16, bound=bound,  # smoke's grid
+                             view_input="reflected", **FIELD_WIDTHS)
         self.field = NeuSField(config).to(device)
         self.render = RenderSettings(SAMPLES_PER_RAY // 2, SAMPLES_PER_RAY // 2, bound)
         self.fits = 0

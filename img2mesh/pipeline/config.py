@@ -71,6 +71,7 @@ class FeedbackConfig:
     fit_steps: int = 100  # NeuS steps per feedback step; each fit continues the previous one
     rays_per_step: int = 1024
     image_size: int = 64  # the predicted views are fitted, and the model rendered, at this size
+    field: Literal["mlp", "hashgrid"] = "mlp"  # the fast 3D model's field (README: why mlp by default)
 
 
 @dataclass

@@ -162,3 +162,13 @@ def test_feedback_settings_that_cannot_work_are_one_line(tmp_path, setting, mess
     result = CliRunner().invoke(app, ["run", str(tmp_path / "in.png"), "-o", str(out), *TINY, "--set", setting])
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_the_fitted_field_is_the_configured_kind():
+    from img2mesh.pipeline.config import load_config
+    from img2mesh.utils import cameras
+
+    settings = FeedbackSettings.from_config(load_config(overrides=["generate.feedback.field=hashgrid"]).generate.feedback)
+    fitter = ViewFitter(np.repeat(cameras.intrinsics(16)[None], 16, 0), cameras.target_poses(), settings, 0.6, 0,
+                        torch.device("cpu"))
+    assert settings.field == "hashgrid" and fitter.field.config.kind == "hashgrid" and fitter.field.encoding is not None
