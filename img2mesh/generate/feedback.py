@@ -32,7 +32,8 @@ FIELD_WIDTHS = {"hidden": 64, "layers": 4, "skip_at": 2, "feature_dim": 64, "col
 SAMPLES_PER_RAY = 64
 LEARNING_RATE = 5e-4
 RENDER_CHUNK = 4096
-HULL_VARIANCE = ReconstructConfig.hull_variance  # the hull start as reconstruct's default
+HULL_VARIANCE = ReconstructConfig.hull_variance  # the hull start and the regulariser as reconstruct's defaults
+EIKONAL_WEIGHT = ReconstructConfig.eikonal_weight
 
 
 def blend_noise(x_t: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor, renders: torch.Tensor,
@@ -103,13 +104,13 @@ class ViewFitter:
         if self.fits == 0 and views.silhouettes.any(axis=(1, 2)).all():
             try:
                 info = fit_to_hull(self.field, views, self.bound, self.settings.fit_steps, self.seed, self.device,
-                                   HULL_VARIANCE)
+                                   HULL_VARIANCE, EIKONAL_WEIGHT)
             except ValueError:  # the views agree on no point yet: start from the sphere
                 pass
         s = self.settings
         settings = TrainSettings(steps=s.fit_steps, rays_per_step=s.rays_per_step, learning_rate=LEARNING_RATE,
                                  warmup_steps=max(1, s.fit_steps // 10), mask_loss="bce", mask_weight=1.0,
-                                 eikonal_weight=0.1, curvature_weight=0.0, checkpoint_every=s.fit_steps,
+                                 eikonal_weight=EIKONAL_WEIGHT, curvature_weight=0.0, checkpoint_every=s.fit_steps,
                                  seed=self.seed + self.fits,
                                  # a warm-started fit continues with NeuS's opacity already sharp
                                  anneal_fraction=0.2 if self.fits == 0 else 0.0)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from img2mesh.reconstruct.fields import NeuSField
-from img2mesh.reconstruct.trainer import TrainSettings
+from img2mesh.reconstruct.trainer import TrainSettings, field_adam
 from img2mesh.reconstruct.views import Views
 
 HULL_RESOLUTION = 96  # hull cells per side: fine enough for thin parts at 256² masks, carved in ~1 s
@@ -46,22 +46,24 @@ def _lookup(grid: torch.Tensor, points: torch.Tensor, bound: float) -> torch.Ten
     return F.grid_sample(volume, coords, align_corners=True).reshape(-1)
 
 
-def fit_to_hull(field: NeuSField, views: Views, bound: float, steps: int, seed: int,
-                device: torch.device, variance: float, learning_rate: float = 1e-3) -> dict[str, float]:
+def fit_to_hull(field: NeuSField, views: Views, bound: float, steps: int, seed: int, device: torch.device,
+                variance: float, eikonal_weight: float, learning_rate: float = 1e-3) -> dict[str, float]:
     """Fit the field's SDF to the hull's signed distance (:func:`fit_to_grid`).
 
     Returns the hull's volume fraction and the mean absolute error of the last step.
     """
     fraction, error = fit_to_grid(field, hull_signed_distance(views, bound), bound, steps, seed, device, variance,
-                                  learning_rate)
+                                  eikonal_weight, learning_rate)
     return {"hull_fraction": fraction, "hull_fit_error": error}
 
 
 def fit_to_grid(field: NeuSField, signed_distance: np.ndarray, bound: float, steps: int, seed: int,
-                device: torch.device, variance: float, learning_rate: float = 1e-3) -> tuple[float, float]:
+                device: torch.device, variance: float, eikonal_weight: float,
+                learning_rate: float = 1e-3) -> tuple[float, float]:
     """Fit the field's SDF to a signed-distance grid (R³, [x, y, z], spanning the cube) for ``steps``
-    Adam steps (L1 + eikonal), then set NeuS's variance parameter to ``variance``
-    (``reconstruct.hull_variance``). Returns the grid's inside fraction and the last step's error.
+    Adam steps (L1 + ``eikonal_weight`` × eikonal, ``reconstruct.eikonal_weight``), then set NeuS's
+    variance parameter to ``variance`` (``reconstruct.hull_variance``). Returns the grid's inside fraction
+    and the last step's error.
 
     The colour network is untouched; the photometric training that follows starts from its own
     initialisation. NeuS starts its sphere blurry (variance 0.3, inv_s 20), which lets early steps
@@ -78,11 +80,8 @@ def fit_to_grid(field: NeuSField, signed_distance: np.ndarray, bound: float, ste
     target = distance.to(device)
     generator = torch.Generator().manual_seed(seed)
     field.to(device).train()
-    encoding = list(field.encoding.parameters()) if field.encoding is not None else []
-    groups = [{"params": list(field.sdf_net.parameters()), "lr": learning_rate}]
-    if encoding:  # hash tables learn at the rate the trainer gives them
-        groups.append({"params": encoding, "lr": TrainSettings.encoding_learning_rate})
-    optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+    # The SDF network (and the hash tables, at the rate the trainer gives them); colour stays untouched.
+    optimizer = field_adam(field, learning_rate, TrainSettings.encoding_learning_rate, field.sdf_net.parameters())
     fit = torch.tensor(float("nan"))
     for _ in range(steps):
         uniform = (torch.rand(BATCH // 2, 3, generator=generator) * 2 - 1) * bound
@@ -91,7 +90,7 @@ def fit_to_grid(field: NeuSField, signed_distance: np.ndarray, bound: float, ste
         points = torch.cat([uniform, near.clamp(-bound, bound)]).to(device)
         sdf, _, grad = field.sdf_and_gradient(points, create_graph=True)
         fit = (sdf - _lookup(target, points, bound)).abs().mean()
-        loss = fit + 0.1 * ((grad.norm(dim=-1) - 1) ** 2).mean()
+        loss = fit + eikonal_weight * ((grad.norm(dim=-1) - 1) ** 2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

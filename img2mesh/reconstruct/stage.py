@@ -75,7 +75,7 @@ def start_from_masks(ctx: StageContext, field: Any, views: Any, device: Any, fee
     from img2mesh.reconstruct.hull_init import fit_to_grid, fit_to_hull
 
     cfg = ctx.config.reconstruct
-    args = (ctx.config.scene.bound, cfg.init_steps, ctx.config.run.seed, device, cfg.hull_variance)
+    args = (ctx.config.scene.bound, cfg.init_steps, ctx.config.run.seed, device, cfg.hull_variance, cfg.eikonal_weight)
     start = time.perf_counter()
     if cfg.init == "feedback":
         try:

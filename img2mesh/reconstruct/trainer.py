@@ -7,7 +7,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 import numpy as np
 import torch
@@ -89,15 +89,21 @@ def learning_rate_factor(step: int, settings: TrainSettings) -> float:
     return settings.final_lr_factor + (1 - settings.final_lr_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_optimizer(field: NeuSField, settings: TrainSettings) -> torch.optim.Optimizer:
+def field_adam(field: NeuSField, learning_rate: float, encoding_learning_rate: float,
+               params: Optional[Iterable[torch.nn.Parameter]] = None) -> torch.optim.Optimizer:
+    """Adam over ``params`` (default: all of the field's), the hash tables in a group at their own rate;
+    each group keeps its ``base_lr`` for the schedule."""
     encoding = list(field.encoding.parameters()) if field.encoding is not None else []
     ids = {id(p) for p in encoding}
-    rest = [p for p in field.parameters() if id(p) not in ids]
-    groups = [{"params": rest, "lr": settings.learning_rate, "base_lr": settings.learning_rate}]
+    rest = [p for p in (field.parameters() if params is None else params) if id(p) not in ids]
+    groups = [{"params": rest, "lr": learning_rate, "base_lr": learning_rate}]
     if encoding:
-        groups.append({"params": encoding, "lr": settings.encoding_learning_rate,
-                       "base_lr": settings.encoding_learning_rate})
+        groups.append({"params": encoding, "lr": encoding_learning_rate, "base_lr": encoding_learning_rate})
     return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+
+
+def make_optimizer(field: NeuSField, settings: TrainSettings) -> torch.optim.Optimizer:
+    return field_adam(field, settings.learning_rate, settings.encoding_learning_rate)
 
 
 def curvature_loss(field: NeuSField, points: torch.Tensor, weights: torch.Tensor, count: int = 1024) -> torch.Tensor:

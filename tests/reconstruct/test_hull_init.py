@@ -49,7 +49,8 @@ def test_the_field_starts_where_the_hull_is(tmp_path):
     views = load_views(render_views(legged_table(), tmp_path / "v", size=64))
     field = small_field()
     before = agreement_with_hull(field, views)
-    info = fit_to_hull(field, views, BOUND, steps=250, seed=0, device=torch.device("cpu"), variance=0.5)
+    info = fit_to_hull(field, views, BOUND, steps=250, seed=0, device=torch.device("cpu"), variance=0.5,
+                       eikonal_weight=0.1)
     assert field.variance.item() == 0.5  # training starts sharp: the surface is already in place
     leg_tips = torch.tensor([[0.25, 0.25, -0.28], [-0.25, -0.25, -0.28]])
     with torch.no_grad():
@@ -62,7 +63,8 @@ def test_an_empty_hull_is_refused_so_the_sphere_stays(tmp_path):
     views = load_views(render_views(box_mesh(), tmp_path / "v", size=32))
     views.masks[:] = 0.0  # masks that agree on nothing
     with pytest.raises(ValueError, match="empty"):
-        fit_to_hull(small_field(), views, BOUND, steps=5, seed=0, device=torch.device("cpu"), variance=0.5)
+        fit_to_hull(small_field(), views, BOUND, steps=5, seed=0, device=torch.device("cpu"), variance=0.5,
+                       eikonal_weight=0.1)
 
 
 def run_reconstruct(folder, out, *extra):
