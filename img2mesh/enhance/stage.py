@@ -86,6 +86,11 @@ def to_model_size(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
 
 
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """Values in [-1, 1] (images, depth conditions) -> uint8, rounded."""
+    return ((values + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+
+
 def as_tensor(images: np.ndarray, device: str) -> "torch.Tensor":
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-1, 1]."""
     import torch
@@ -98,7 +103,7 @@ def enhance_in_chunks(ctx: StageContext, model: "DepthDiffusion", reference: dic
     import torch
 
     from img2mesh.enhance.rgnv import RGNVSettings, enhance_latents
-    from img2mesh.utils.device import free_cached_memory, is_out_of_memory
+    from img2mesh.utils.device import halving_on_out_of_memory
 
     cfg = ctx.config.enhance
     settings = RGNVSettings(cfg.steps, cfg.inversion_steps, cfg.start_step, cfg.start_layer, cfg.guidance)
@@ -106,22 +111,20 @@ def enhance_in_chunks(ctx: StageContext, model: "DepthDiffusion", reference: dic
     uncond = model.embed_text("") if cfg.prompt else None  # the empty prompt: both branches agree
     chunk, out, start = cfg.batch_views, [], 0
     count = views["latents"].shape[0]
+
+    def enhance(size: int) -> torch.Tensor:
+        part = slice(start, min(start + size, count))
+        latents, _ = enhance_latents(model.unet, model.alphas_cumprod.to(model.unet.device), reference["latents"],
+                                     views["latents"][part], reference["depth"], views["depth"][part], text,
+                                     uncond, settings, model.v_prediction)
+        return latents
+
     while start < count:
-        part = slice(start, min(start + chunk, count))
-        try:
-            latents, _ = enhance_latents(model.unet, model.alphas_cumprod.to(model.unet.device), reference["latents"],
-                                         views["latents"][part], reference["depth"], views["depth"][part], text,
-                                         uncond, settings, model.v_prediction)
-        except RuntimeError as exc:
-            if not is_out_of_memory(exc) or chunk == 1:
-                raise
-            chunk = max(1, chunk // 2)
-            free_cached_memory()
-            ctx.log.warning("enhance: CUDA out of memory; retrying with enhance.batch_views = %d", chunk)
-            continue
+        latents, chunk = halving_on_out_of_memory(enhance, chunk, 1, lambda size: ctx.log.warning(
+            "enhance: CUDA out of memory; retrying with enhance.batch_views = %d", size))
         out.append(model.decode(latents))
-        task.advance(part.stop - part.start)
-        start = part.stop
+        task.advance(latents.shape[0])
+        start += latents.shape[0]
     return torch.cat(out)
 
 
@@ -156,16 +159,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
         views = {"latents": model.encode(as_tensor(before, ctx.device)), "depth": model.depth(before, masks, latent)}
         with ctx.progress(f"enhance sample {k}", total=len(before)) as task:
             after = enhance_in_chunks(ctx, model, reference, views, task)
-        after_u8 = ((after.cpu().permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+        after_u8 = to_uint8(after.cpu().permute(0, 2, 3, 1).numpy())
         out = ctx.out_dir / f"sample_{k}"
         for n, view in enumerate(after_u8):
             atomic_save_image(out / f"{n:02d}.png", view)
-            depth = ((views["depth"][n, 0].float().cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
-            atomic_save_image(out / "depth" / f"{n:02d}.png", depth)
+            atomic_save_image(out / "depth" / f"{n:02d}.png", to_uint8(views["depth"][n, 0].float().cpu().numpy()))
         thumb = lambda images: np.stack([to_model_size(v, 128) for v in images])  # noqa: E731
         atomic_save_image(out / "strip.png", np.concatenate([grid(thumb(before), 16), grid(thumb(after_u8), 16)], 0))
-    depth_ref = ((reference["depth"][0, 0].float().cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
-    atomic_save_image(ctx.out_dir / "reference_depth.png", depth_ref)
+    atomic_save_image(ctx.out_dir / "reference_depth.png", to_uint8(reference["depth"][0, 0].float().cpu().numpy()))
     record = json.loads((generated / "cameras.json").read_text())
     scale = size / float(record.get("image_size", 256))
     record["K"] = (np.asarray(record["K"], dtype=np.float64) * np.array([[scale], [scale], [1.0]])).tolist()

@@ -32,7 +32,9 @@ FIELD_WIDTHS = {"hidden": 64, "layers": 4, "skip_at": 2, "feature_dim": 64, "col
 SAMPLES_PER_RAY = 64
 LEARNING_RATE = 5e-4
 RENDER_CHUNK = 4096
-HULL_VARIANCE = ReconstructConfig.hull_variance  # the hull start and the regulariser as reconstruct's defaults
+# The hull start, the mask term and the regulariser as reconstruct's defaults.
+HULL_VARIANCE = ReconstructConfig.hull_variance
+MASK_LOSS, MASK_WEIGHT = ReconstructConfig.mask_loss, ReconstructConfig.mask_weight
 EIKONAL_WEIGHT = ReconstructConfig.eikonal_weight
 
 
@@ -109,7 +111,7 @@ class ViewFitter:
                 pass
         s = self.settings
         settings = TrainSettings(steps=s.fit_steps, rays_per_step=s.rays_per_step, learning_rate=LEARNING_RATE,
-                                 warmup_steps=max(1, s.fit_steps // 10), mask_loss="bce", mask_weight=1.0,
+                                 warmup_steps=max(1, s.fit_steps // 10), mask_loss=MASK_LOSS, mask_weight=MASK_WEIGHT,
                                  eikonal_weight=EIKONAL_WEIGHT, curvature_weight=0.0, checkpoint_every=s.fit_steps,
                                  seed=self.seed + self.fits,
                                  # a warm-started fit continues with NeuS's opacity already sharp
@@ -197,10 +199,9 @@ class SamplingFeedback:
     @torch.no_grad()
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
         """B,N,4,h,w latents -> B,N,3,S,S images in [0, 1] at the fitting size."""
-        from img2mesh.generate.precision import float32_region
+        from img2mesh.generate.sampler import decode_latents
 
-        with float32_region(x0.device):
-            images = torch.stack([self.model.decode(x0[:, n].float()) for n in range(x0.shape[1])], 1)
+        images = decode_latents(self.model, x0)
         return resize_images(((images.clamp(-1, 1) + 1) * 0.5).float(), self.settings.image_size)
 
     @torch.no_grad()

@@ -17,7 +17,7 @@ import torch
 from img2mesh.generate.model import Guidance, SyncDreamer
 from img2mesh.generate.precision import Precision, float32_region
 from img2mesh.generate.scheduler import DDIMSchedule
-from img2mesh.utils.device import free_cached_memory, is_out_of_memory
+from img2mesh.utils.device import halving_on_out_of_memory
 
 if TYPE_CHECKING:
     from img2mesh.pipeline.config import GenerateConfig
@@ -61,23 +61,21 @@ class ViewBatcher:
         """Guided noise for all N views of x (B,N,4,h,w) at timestep t (B,)."""
         t_embed = model.embed_time(t)
         volume = model.spatial_volume.construct_spatial_volume(x, t_embed, v_embed, model.poses, model.Ks)
-        while True:
-            try:
-                return self._chunks(model, x, t, x_input, clip_embed, v_embed, t_embed, volume, guidance)
-            except RuntimeError as exc:
-                if not is_out_of_memory(exc) or self.batch_views == 1:
-                    raise
-                self.batch_views = max(1, self.batch_views // 2)
-                free_cached_memory()
-                log.warning("generate: CUDA out of memory; retrying with batch_views = %d", self.batch_views)
+
+        def chunks(batch_views: int) -> torch.Tensor:
+            return self._chunks(model, x, t, x_input, clip_embed, v_embed, t_embed, volume, guidance, batch_views)
+
+        noise, self.batch_views = halving_on_out_of_memory(chunks, self.batch_views, 1, lambda size: log.warning(
+            "generate: CUDA out of memory; retrying with batch_views = %d", size))
+        return noise
 
     def _chunks(self, model: SyncDreamer, x: torch.Tensor, t: torch.Tensor, x_input: torch.Tensor,
                 clip_embed: torch.Tensor, v_embed: torch.Tensor, t_embed: torch.Tensor, volume: torch.Tensor,
-                guidance: Guidance) -> torch.Tensor:
+                guidance: Guidance, batch_views: int) -> torch.Tensor:
         B, N = x.shape[:2]
         outputs = []
-        for start in range(0, N, self.batch_views):
-            views = torch.arange(start, min(start + self.batch_views, N), device=x.device)
+        for start in range(0, N, batch_views):
+            views = torch.arange(start, min(start + batch_views, N), device=x.device)
             VN = len(views)
             clip, volume_feats, x_concat = model.target_view_feats(
                 x_input, volume, clip_embed, t_embed, v_embed, views[None].expand(B, -1))
@@ -147,10 +145,16 @@ def sample_latents(model: SyncDreamer, image: torch.Tensor, elevation: torch.Ten
 
 
 @torch.no_grad()
+def decode_latents(model: SyncDreamer, latents: torch.Tensor) -> torch.Tensor:
+    """B,N,4,h,w latents -> B,N,3,H,W images in about [-1, 1] (not clamped), decoded view by view in float32."""
+    with float32_region(latents.device):
+        return torch.stack([model.decode(latents[:, n].float()) for n in range(latents.shape[1])], 1)
+
+
+@torch.no_grad()
 def decode_views(model: SyncDreamer, latents: torch.Tensor) -> torch.Tensor:
     """B,N,4,h,w latents -> B,N,H,W,3 uint8 images (the official truncating conversion), decoded in float32."""
-    with float32_region(latents.device):
-        return to_uint8(torch.stack([model.decode(latents[:, n].float()) for n in range(latents.shape[1])], 1))
+    return to_uint8(decode_latents(model, latents))
 
 
 @torch.no_grad()

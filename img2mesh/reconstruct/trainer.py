@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from img2mesh.reconstruct.fields import NeuSField
 from img2mesh.reconstruct.renderer import RenderSettings, render_packed, render_rays
 from img2mesh.reconstruct.views import Views, pixel_rays
-from img2mesh.utils.device import free_cached_memory, is_out_of_memory
+from img2mesh.utils.device import halving_on_out_of_memory
 
 if TYPE_CHECKING:
     from img2mesh.pipeline.config import ReconstructConfig
@@ -191,24 +191,19 @@ class ChunkedStep:
     def __call__(self, field: NeuSField, optimizer: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...],
                  loss_of: Callable[..., torch.Tensor]) -> float:
         count = batch[0].shape[0]
-        while True:
-            optimizer.zero_grad(set_to_none=True)
-            try:
-                total = torch.zeros((), device=batch[0].device)
-                for start in range(0, count, self.chunk):
-                    part = [values[start:start + self.chunk] for values in batch]
-                    loss = loss_of(*part) * (part[0].shape[0] / count)
-                    loss.backward()
-                    total += loss.detach()
-                break
-            except RuntimeError as exc:
-                if not is_out_of_memory(exc) or self.chunk <= self.MIN_CHUNK:
-                    raise
-                self.chunk = max(self.MIN_CHUNK, self.chunk // 2)
-                del exc
-                free_cached_memory()
-                log.warning("reconstruct: CUDA out of memory; retrying the step with %d rays per chunk",
-                            self.chunk)
+
+        def accumulate(chunk: int) -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=True)  # a retried step starts from clean gradients
+            total = torch.zeros((), device=batch[0].device)
+            for start in range(0, count, chunk):
+                part = [values[start:start + chunk] for values in batch]
+                loss = loss_of(*part) * (part[0].shape[0] / count)
+                loss.backward()
+                total += loss.detach()
+            return total
+
+        total, self.chunk = halving_on_out_of_memory(accumulate, self.chunk, self.MIN_CHUNK, lambda size: log.warning(
+            "reconstruct: CUDA out of memory; retrying the step with %d rays per chunk", size))
         optimizer.step()
         return total.item()
 

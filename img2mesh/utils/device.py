@@ -1,8 +1,12 @@
-"""Choosing the torch device from ``--device auto|cpu|cuda[:N]``."""
+"""Choosing the torch device from ``--device auto|cpu|cuda[:N]``, and retrying work smaller on out-of-memory."""
 
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
 from img2mesh.errors import UsageError
+
+T = TypeVar("T")
 
 
 def resolve_device(spec: str) -> str:
@@ -37,3 +41,21 @@ def free_cached_memory() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def halving_on_out_of_memory(work: Callable[[int], T], size: int, minimum: int,
+                             on_retry: Callable[[int], None]) -> tuple[T, int]:
+    """``work(size)``, and on a CUDA out-of-memory error again with half the size (never below
+    ``minimum``; ``on_retry(new_size)`` says so) until it fits. Returns the result and the size that
+    worked, which the caller keeps for the rest of its loop. Any other error, or running out of memory
+    at ``minimum``, propagates."""
+    while True:
+        try:
+            return work(size), size
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc) or size <= minimum:
+                raise
+        # Outside the except block, so the error's traceback no longer holds the failed attempt's tensors.
+        size = max(minimum, size // 2)
+        free_cached_memory()
+        on_retry(size)
