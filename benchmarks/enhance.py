@@ -45,7 +45,7 @@ def measure(device: torch.device, dtype: torch.dtype, steps: int, l_steps: int, 
     novel, reference = torch.randn(shape, device=device, dtype=dtype), torch.randn(1, *shape[1:], device=device, dtype=dtype)
     depth = torch.rand(views, 1, latent, latent, device=device, dtype=dtype)
     text = torch.randn(context, device=device, dtype=dtype)
-    settings = RGNVSettings(steps, l_steps, min(4, l_steps - 1), 10)
+    settings = RGNVSettings(steps, l_steps, min(4, l_steps - 1), 10, 1.0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         torch.cuda.synchronize(device)

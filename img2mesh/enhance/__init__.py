@@ -1,1 +1,1 @@
-"""HiFi-123 reference-guided view enhancement: DDIM inversion, injected sampling (the stage is not built yet)."""
+"""HiFi-123 reference-guided view enhancement (RGNV): SD-2-depth parts, DDIM inversion, K/V injection, the stage."""

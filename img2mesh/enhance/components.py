@@ -48,32 +48,50 @@ class DepthDiffusion:
 
     @torch.no_grad()
     def depth(self, images: np.ndarray, masks: np.ndarray, latent_size: int) -> torch.Tensor:
-        """(N, 1, s, s) depth condition of N uint8 views (N, H, W, 3) with foreground ``masks``:
-        DPT's relative depth at the latent's size, scaled to [-1, 1] over the object (SD-2-depth's
-        normalisation) and -1 (farthest) on the background, as HiFi-123 masks it."""
+        """(N, 1, s, s) depth condition of N uint8 views (N, H, W, 3) with foreground ``masks``: DPT's
+        relative inverse depth at the latent's size, normalised by :func:`normalise_depth`."""
         pixels = self.depth_processor(images=list(images), return_tensors="pt").pixel_values
         device = self.depth_estimator.device
         predicted = self.depth_estimator(pixels.to(device, self.depth_estimator.dtype)).predicted_depth.float()
         depth = F.interpolate(predicted[:, None], size=(latent_size, latent_size), mode="bicubic", align_corners=False)
         fg = F.interpolate(torch.from_numpy(masks.astype(np.float32))[:, None].to(device),
                            size=(latent_size, latent_size), mode="area") > 0.5
-        out = torch.full_like(depth, -1.0)
-        for i in range(len(depth)):
-            values = depth[i][fg[i]]
-            if values.numel() > 1 and values.max() > values.min():
-                out[i] = torch.where(fg[i], 2 * (depth[i] - values.min()) / (values.max() - values.min()) - 1, -1.0)
-        return out.to(self.dtype)
+        return normalise_depth(depth, fg).to(self.dtype)
 
-    @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) in [-1, 1] -> scaled latents (the posterior's mean: inversion wants no noise)."""
-        latent = self.vae.encode(images.to(self.vae.device, self.vae.dtype)).latent_dist.mean
-        return latent * self.vae.config.scaling_factor
+    def encode(self, images: torch.Tensor, grad: bool = False) -> torch.Tensor:
+        """(N, 3, H, W) in [-1, 1] -> scaled latents (the posterior's mean: inversion wants no noise);
+        ``grad``: keep the graph back to ``images`` (RGSD's z₀(θ), whose gradient reaches the texture)."""
+        with torch.set_grad_enabled(grad):
+            latent = self.vae.encode(images.to(self.vae.device, self.vae.dtype)).latent_dist.mean
+            return latent * self.vae.config.scaling_factor
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> (N, 3, H, W) images in [-1, 1] (float32)."""
         return self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample.float().clamp(-1, 1)
+
+
+FAR_GAP = 0.1  # the object's farthest point sits this far (of the [-1, 1] range) in front of the background
+
+
+def normalise_depth(inverse_depth: torch.Tensor, foreground: torch.Tensor) -> torch.Tensor:
+    """SD-2-depth's depth condition from inverse depth (N, 1, s, s; larger is nearer) and the object's
+    mask: the object spans [-1 + 2·FAR_GAP, 1] (nearest at 1) and the background is -1, strictly
+    behind every object pixel (the official code masks the background to the farthest value too;
+    scaling over the object alone gave its far side the background's value)."""
+    out = torch.full_like(inverse_depth, -1.0)
+    low = -1.0 + 2 * FAR_GAP
+    for i in range(len(inverse_depth)):
+        values = inverse_depth[i][foreground[i]]
+        if values.numel() == 0:
+            continue
+        span = values.max() - values.min()
+        if span > 0:
+            scaled = low + (1.0 - low) * (inverse_depth[i] - values.min()) / span
+        else:  # a flat object: all of it as near as it gets
+            scaled = torch.ones_like(inverse_depth[i])
+        out[i] = torch.where(foreground[i], scaled.clamp(low, 1.0), torch.full_like(scaled, -1.0))
+    return out
 
 
 def load_sd2_depth(folder: Path, dtype: torch.dtype) -> DepthDiffusion:
@@ -143,4 +161,7 @@ def tiny_sd2_depth(seed: int = 0) -> DepthDiffusion:
     processor = DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False,
                                   image_mean=[0.5] * 3, image_std=[0.5] * 3)
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-    return DepthDiffusion(tiny_unet(), vae, text, tokenizer, depth, processor, scheduler.alphas_cumprod.float())
+    unet = tiny_unet()
+    for net in (unet, vae, text, depth):  # frozen, as the loaded model is: gradients reach only what refine optimises
+        net.requires_grad_(False)
+    return DepthDiffusion(unet, vae, text, tokenizer, depth, processor, scheduler.alphas_cumprod.float())

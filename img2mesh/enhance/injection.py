@@ -1,39 +1,45 @@
-"""MasaCtrl-style attention injection for HiFi-123's RGNV (library code).
+"""MasaCtrl-style attention injection for HiFi-123's RGNV and RGSD (library code).
 
-The reference and the novel view are denoised in one batch laid out as pairs ``[ref, novel, ref,
-novel, …]`` (one pair per guidance branch). From a start step and a start layer on, the novel view's
-self-attention reads the reference's keys and values instead of its own, so the reference's texture
-flows into the novel view while the novel view's queries (its layout, hence its geometry) stay.
-Cross-attention (the text prompt) is untouched.
+The reference is denoised once on its own while its self-attention keys and values are *recorded*
+(``mode="record"``); every novel view is then denoised with its self-attention *reading* the
+recorded reference K/V instead of its own (``mode="replay"``), from a start step and a start layer
+on, so the reference's texture flows into the novel view while the novel view's queries (its layout,
+hence its geometry) stay. The reference is thus inverted and denoised once per run, however many
+views (or refinement iterations) read it, and a novel batch holds novel views only. Cross-attention
+(the text prompt) is untouched.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
 
+Bank = dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]  # (step, layer) -> the reference's (K, V)
+
 
 @dataclass
 class InjectionController:
-    """Which denoising steps and self-attention layers inject; the current step; a record of injections.
+    """Which denoising steps and self-attention layers take part; the current step; the K/V bank.
 
     ``start_step``: the first denoising step (0-based) that injects; ``start_layer``: the first
-    self-attention layer (0-based, numbered by :func:`install`) that injects; ``enabled=False``
-    leaves every layer as it is.
+    self-attention layer (0-based, numbered by :func:`install`) that does. ``mode``: ``record`` keeps
+    the K/V of those (step, layer) pairs in ``bank``; ``replay`` replaces the batch's K/V there by
+    the bank's; ``off`` leaves every layer as it is. ``injected`` lists the replayed pairs.
     """
 
     start_step: int
     start_layer: int
-    enabled: bool = True
+    mode: Literal["record", "replay", "off"] = "replay"
+    bank: Bank = field(default_factory=dict)
     step: int = 0
     layers: int = 0  # self-attention layers that :func:`install` gave a processor
     injected: list[tuple[int, int]] = field(default_factory=list)  # (step, layer) pairs, for tests and logs
 
     def active(self, layer: int) -> bool:
-        return self.enabled and self.step >= self.start_step and layer >= self.start_layer
+        return self.mode != "off" and self.step >= self.start_step and layer >= self.start_layer
 
 
 class InjectingSelfAttention:
@@ -49,9 +55,16 @@ class InjectingSelfAttention:
             raise ValueError("attention injection expects a transformer block's self-attention (B, N, C)")
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
-        if self.controller.active(self.layer):
-            key, value = _reference_for_novel(key), _reference_for_novel(value)
-            self.controller.injected.append((self.controller.step, self.layer))
+        controller = self.controller
+        if controller.active(self.layer):
+            pair = (controller.step, self.layer)
+            if controller.mode == "record":
+                controller.bank[pair] = (key[:1].detach(), value[:1].detach())
+            else:
+                recorded_key, recorded_value = controller.bank[pair]
+                key = recorded_key.to(key).expand(key.shape[0], -1, -1)
+                value = recorded_value.to(value).expand(value.shape[0], -1, -1)
+                controller.injected.append(pair)
         batch, heads = query.shape[0], attn.heads
 
         def split(x: torch.Tensor) -> torch.Tensor:
@@ -61,14 +74,6 @@ class InjectingSelfAttention:
         out = out.transpose(1, 2).reshape(batch, -1, heads * out.shape[-1]).to(query.dtype)
         out = attn.to_out[1](attn.to_out[0](out))
         return out / attn.rescale_output_factor
-
-
-def _reference_for_novel(x: torch.Tensor) -> torch.Tensor:
-    """In a ``[ref, novel, ref, novel, …]`` batch, every novel entry replaced by its reference."""
-    if x.shape[0] % 2:
-        raise ValueError("attention injection needs the batch as (reference, novel) pairs")
-    pairs = x.view(x.shape[0] // 2, 2, *x.shape[1:])
-    return torch.stack([pairs[:, 0], pairs[:, 0]], 1).reshape(x.shape)
 
 
 def install(unet: torch.nn.Module, controller: InjectionController) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """Deterministic DDIM inversion and sampling for HiFi-123's reference-guided enhancement (library code).
 
 HiFi-123 (RGNV) inverts the reference image and a coarse novel view with DDIM for ``l`` steps, then
-denoises both for the same ``l`` steps. These functions do the scheduler maths on any noise
-predictor ``predict(latents, t) -> noise`` (a UNet with its depth and text conditions bound), so the
-maths is testable with a toy predictor and the future optimisation-based refinement (RGSD) can
-reuse them. The schedule is a diffusers ``DDIMScheduler``'s (SD-2-depth ships one); eta is 0.
+denoises both for the same ``l`` steps; its texture refinement (RGSD, the refine stage) stops the
+denoising early, at a level τ, and needs the latent and the noise there (:func:`denoise_to`). These
+functions do the scheduler maths on any noise predictor ``predict(latents, t) -> noise`` (a UNet with
+its depth and text conditions bound), so the maths is testable with a toy predictor. The schedule is
+a diffusers ``DDIMScheduler``'s (SD-2-depth ships one); eta is 0.
 """
 
 from __future__ import annotations
@@ -55,19 +56,38 @@ def invert(predict: Predictor, x0: torch.Tensor, alphas_cumprod: torch.Tensor, s
     return trajectory
 
 
-def sample(predict: Predictor, x_t: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, sampling_steps: int,
-           on_step: Optional[Callable[[int], None]] = None) -> torch.Tensor:
-    """Deterministic DDIM from the latents at the ``sampling_steps``-th timestep of ``steps`` down to x₀.
+def alpha_at_level(alphas_cumprod: torch.Tensor, steps: int, sampling_steps: int, level: int) -> torch.Tensor:
+    """ᾱ of the latent ``level`` steps before the clean end of an ``sampling_steps``-step run (level 0: 1)."""
+    timesteps = ddim_timesteps(alphas_cumprod, steps)[:sampling_steps]
+    return _alpha(alphas_cumprod, timesteps[level - 1] if level > 0 else None)
+
+
+def denoise_to(predict: Predictor, x_t: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, sampling_steps: int,
+               stop: int = 0, on_step: Optional[Callable[[int], None]] = None
+               ) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+    """Deterministic DDIM from the latents at the ``sampling_steps``-th timestep of ``steps`` down to the
+    level ``stop`` (0: the clean x₀; k: k steps before the end). Returns the latent there, the noise
+    the last step predicted (None when no step ran) and ᾱ at that level.
 
     ``on_step(k)`` is called before the k-th denoising step (k = 0 first), so an attention controller
     knows which step it is in.
     """
+    if not 0 <= stop <= sampling_steps:
+        raise ValueError(f"stop level {stop} outside 0..{sampling_steps}")
     timesteps = ddim_timesteps(alphas_cumprod, steps)[:sampling_steps]
-    x = x_t
-    for k, t in enumerate(reversed(timesteps)):
+    x, noise = x_t, None
+    for k, t in enumerate(reversed(timesteps[stop:])):
         if on_step is not None:
             on_step(k)
         position = len(timesteps) - 1 - k
         lower = timesteps[position - 1] if position > 0 else None
-        x = ddim_move(x, predict(x, t), _alpha(alphas_cumprod, t), _alpha(alphas_cumprod, lower))
-    return x
+        noise = predict(x, t)
+        x = ddim_move(x, noise, _alpha(alphas_cumprod, t), _alpha(alphas_cumprod, lower))
+    return x, noise, alpha_at_level(alphas_cumprod, steps, sampling_steps, stop)
+
+
+def sample(predict: Predictor, x_t: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int, sampling_steps: int,
+           on_step: Optional[Callable[[int], None]] = None) -> torch.Tensor:
+    """Deterministic DDIM from the latents at the ``sampling_steps``-th timestep of ``steps`` down to x₀
+    (:func:`denoise_to` to the end)."""
+    return denoise_to(predict, x_t, alphas_cumprod, steps, sampling_steps, 0, on_step)[0]

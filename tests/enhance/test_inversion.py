@@ -50,51 +50,59 @@ def unet_processors_while(unet, controller):
     return installed
 
 
-def test_injecting_processor_equals_diffusers_attention_when_off(parts):
+def test_injecting_processor_equals_diffusers_attention_when_off_and_when_recording(parts):
     unet, latents, depth, text = parts
     plain = predict(unet, latents, depth, text, 500)
-    controller = InjectionController(start_step=0, start_layer=0, enabled=False)
+    for mode in ("off", "record"):
+        controller = InjectionController(start_step=0, start_layer=0, mode=mode)
+        previous = install(unet, controller)
+        try:
+            assert controller.layers == 4  # one per transformer block: down 1, mid 1, up 2
+            assert torch.allclose(predict(unet, latents, depth, text, 500), plain, atol=1e-5)
+            assert controller.injected == []
+        finally:
+            unet.set_attn_processor(previous)
+    assert set(controller.bank) == {(0, layer) for layer in range(4)}  # the recording kept every layer's K/V
+
+
+def run_with(unet, controller, work):
     previous = install(unet, controller)
     try:
-        assert controller.layers == 4  # one per transformer block: down 1, mid 1, up 2
-        assert torch.allclose(predict(unet, latents, depth, text, 500), plain, atol=1e-5)
-        assert controller.injected == []
+        return work()
     finally:
         unet.set_attn_processor(previous)
 
 
 def test_a_novel_view_equal_to_the_reference_is_unchanged_by_injection(parts):
     unet, latents, depth, text = parts
-    same = latents[:1].repeat(2, 1, 1, 1)
-    same_depth, same_text = depth[:1].repeat(2, 1, 1, 1), text[:1].repeat(2, 1, 1)
-    plain = predict(unet, same, same_depth, same_text, 500)
-    controller = InjectionController(start_step=0, start_layer=0)
-    previous = install(unet, controller)
-    try:
-        injected = predict(unet, same, same_depth, same_text, 500)
-    finally:
-        unet.set_attn_processor(previous)
-    assert controller.injected and torch.allclose(injected, plain, atol=1e-5)
+    one, one_depth, one_text = latents[:1], depth[:1], text[:1]
+    plain = predict(unet, one, one_depth, one_text, 500)
+    recorder = InjectionController(start_step=0, start_layer=0, mode="record")
+    run_with(unet, recorder, lambda: predict(unet, one, one_depth, one_text, 500))
+    replay = InjectionController(start_step=0, start_layer=0, mode="replay", bank=recorder.bank)
+    injected = run_with(unet, replay, lambda: predict(unet, one.repeat(2, 1, 1, 1), one_depth.repeat(2, 1, 1, 1),
+                                                      one_text.repeat(2, 1, 1), 500))
+    assert replay.injected and torch.allclose(injected, plain.repeat(2, 1, 1, 1), atol=1e-5)
 
 
 def test_injection_happens_at_exactly_the_configured_steps_and_layers(parts):
     """A 4-step sampling with injection from step 2 and layer 2 (the first up-block layer; layers count
-    down, mid, up): the novel branch reads the reference's K/V at steps 2 and 3 in layers 2 and 3 and
-    nowhere else; the reference branch is never changed, the novel one is."""
+    down, mid, up): the reference's K/V are recorded at steps 2 and 3 in layers 2 and 3 only, the novel
+    view reads them there and nowhere else; recording leaves the reference's own result unchanged."""
     unet, latents, depth, text = parts
-    controller = InjectionController(start_step=2, start_layer=2)
-    previous = install(unet, controller)
+    reference, novel = latents[:1], latents[1:]
 
-    def set_step(k: int) -> None:
-        controller.step = k
+    def sampled(x, d, controller=None):
+        set_step = None if controller is None else (lambda k: setattr(controller, "step", k))
+        return sample(lambda z, t: predict(unet, z, d, text[:1], t), x, ALPHAS, 10, 4, on_step=set_step)
 
-    try:
-        injected = sample(lambda x, t: predict(unet, x, depth, text, t), latents, ALPHAS, 10, 4, on_step=set_step)
-    finally:
-        unet.set_attn_processor(previous)
-    plain = sample(lambda x, t: predict(unet, x, depth, text, t), latents, ALPHAS, 10, 4)
-    assert sorted(set(controller.injected)) == [(2, 2), (2, 3), (3, 2), (3, 3)]
-    up_layers = [p.layer for name, p in unet_processors_while(unet, controller) if name.startswith("up_blocks")]
+    recorder = InjectionController(start_step=2, start_layer=2, mode="record")
+    recorded = run_with(unet, recorder, lambda: sampled(reference, depth[:1], recorder))
+    assert sorted(recorder.bank) == [(2, 2), (2, 3), (3, 2), (3, 3)]
+    assert torch.allclose(recorded, sampled(reference, depth[:1]), atol=1e-5)  # recording changes nothing
+    replay = InjectionController(start_step=2, start_layer=2, mode="replay", bank=recorder.bank)
+    injected = run_with(unet, replay, lambda: sampled(novel, depth[1:], replay))
+    assert sorted(set(replay.injected)) == [(2, 2), (2, 3), (3, 2), (3, 3)]
+    up_layers = [p.layer for name, p in unet_processors_while(unet, replay) if name.startswith("up_blocks")]
     assert up_layers == [2, 3]
-    assert torch.allclose(injected[0], plain[0], atol=1e-5)  # the reference denoises as without injection
-    assert not torch.allclose(injected[1], plain[1], atol=1e-3)  # the novel view read the reference
+    assert not torch.allclose(injected, sampled(novel, depth[1:]), atol=1e-3)  # the novel view read the reference

@@ -1,6 +1,7 @@
 """HiFi-123's RGNV as library code (``enhance/rgnv.py``) on a tiny random-weight SD-2-depth-shaped UNet:
 injection off is plain depth-conditioned inversion + sampling, a novel view equal to the reference
-is unchanged by injection, injection reads the reference at exactly the configured steps and layers."""
+is unchanged by injection, injection reads the reference at exactly the configured steps and layers,
+and the reference is inverted and denoised once, whatever number of views read it."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import pytest
 import torch
 
 from img2mesh.enhance.inversion import invert, sample
-from img2mesh.enhance.rgnv import RGNVSettings, depth_noise, enhance_latents
+from img2mesh.enhance.rgnv import RGNVSettings, depth_noise, enhance_latents, prepare_reference
 
 from helpers.diffusion import ALPHAS, tiny_depth_unet
 
-SETTINGS = RGNVSettings(steps=10, inversion_steps=6, start_step=2, start_layer=1)
+SETTINGS = RGNVSettings(steps=10, inversion_steps=6, start_step=2, start_layer=1, guidance=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +26,16 @@ def scene():
     return unet, reference, novel, depth_ref, depth_novel, text, uncond
 
 
+def rgnv(unet, reference, novel, depth_ref, depth_novel, text, uncond, settings):
+    """The reference prepared (with the prompt, unguided), then the novel views enhanced."""
+    branch = prepare_reference(unet, ALPHAS, reference, depth_ref, text, settings)
+    return enhance_latents(unet, ALPHAS, branch, novel, depth_novel, text, uncond, settings)
+
+
 def test_injection_off_is_plain_depth_conditioned_inversion_and_sampling(scene):
     unet, reference, novel, depth_ref, depth_novel, text, _ = scene
     off = RGNVSettings(**{**SETTINGS.__dict__, "inject": False})
-    got, controller = enhance_latents(unet, ALPHAS, reference, novel, depth_ref, depth_novel, text, None, off)
+    got, controller = rgnv(unet, reference, novel, depth_ref, depth_novel, text, None, off)
     with torch.no_grad():
         predict = lambda x, t: depth_noise(unet, x, depth_novel, t, text, None, 1.0)  # noqa: E731
         inverted = invert(predict, novel, ALPHAS, off.steps, off.inversion_steps)[-1]
@@ -40,22 +47,23 @@ def test_injection_off_is_plain_depth_conditioned_inversion_and_sampling(scene):
 def test_a_novel_view_equal_to_the_reference_is_unchanged_by_injection(scene):
     unet, reference, _, depth_ref, _, text, _ = scene
     same, same_depth = reference.expand(2, -1, -1, -1), depth_ref.expand(2, -1, -1, -1)
-    on, _ = enhance_latents(unet, ALPHAS, reference, same, depth_ref, same_depth, text, None, SETTINGS)
-    off, _ = enhance_latents(unet, ALPHAS, reference, same, depth_ref, same_depth, text, None,
-                             RGNVSettings(**{**SETTINGS.__dict__, "inject": False}))
+    on, _ = rgnv(unet, reference, same, depth_ref, same_depth, text, None, SETTINGS)
+    off, _ = rgnv(unet, reference, same, depth_ref, same_depth, text, None,
+                  RGNVSettings(**{**SETTINGS.__dict__, "inject": False}))
     assert torch.allclose(on, off, atol=1e-5)
 
 
 def test_injection_reads_the_reference_at_exactly_the_configured_steps_and_layers(scene):
     unet, reference, novel, depth_ref, depth_novel, text, uncond = scene
-    got, controller = enhance_latents(unet, ALPHAS, reference, novel, depth_ref, depth_novel, text, uncond,
-                                      RGNVSettings(**{**SETTINGS.__dict__, "guidance": 3.0}))
+    guided = RGNVSettings(**{**SETTINGS.__dict__, "guidance": 3.0})
+    branch = prepare_reference(unet, ALPHAS, reference, depth_ref, text, guided)
+    got, controller = enhance_latents(unet, ALPHAS, branch, novel, depth_novel, text, uncond, guided)
     expected = {(k, layer) for k in range(SETTINGS.start_step, SETTINGS.inversion_steps)
                 for layer in range(SETTINGS.start_layer, controller.layers)}
-    assert controller.layers >= 2 and set(controller.injected) == expected
+    assert controller.layers >= 2 and set(controller.injected) == expected and set(branch.bank) == expected
     assert len(controller.injected) == len(expected)  # one batched call per layer and step, guidance included
-    off, _ = enhance_latents(unet, ALPHAS, reference, novel, depth_ref, depth_novel, text, uncond,
-                             RGNVSettings(**{**SETTINGS.__dict__, "guidance": 3.0, "inject": False}))
+    off, _ = rgnv(unet, reference, novel, depth_ref, depth_novel, text, uncond,
+                  RGNVSettings(**{**SETTINGS.__dict__, "guidance": 3.0, "inject": False}))
     assert not torch.allclose(got, off, atol=1e-3)  # the reference's texture moved in
     assert all(type(p).__name__ != "InjectingSelfAttention" for p in unet.attn_processors.values())  # restored
 
@@ -79,3 +87,21 @@ def test_a_v_prediction_model_is_turned_into_noise_in_closed_form(scene):
         eps = depth_noise(unet, novel, depth_novel, 300, text, None, 1.0, v_prediction=ALPHAS)
     a = ALPHAS[300]
     assert torch.allclose(eps, a.sqrt() * v + (1 - a).sqrt() * novel, atol=1e-6)
+
+
+def test_the_reference_is_inverted_and_denoised_once_and_novel_batches_hold_novel_views_only(scene):
+    """The UNet's calls, counted: 2·l for the reference (inversion, then its recorded denoising), then per
+    chunk of novel views 2·l calls of that chunk's size (the reference is not in the batch again)."""
+    unet, reference, novel, depth_ref, depth_novel, text, _ = scene
+    calls = []
+    handle = unet.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    try:
+        branch = prepare_reference(unet, ALPHAS, reference, depth_ref, text, SETTINGS)
+        reference_calls = list(calls)
+        for part in (slice(0, 2), slice(2, 3)):
+            enhance_latents(unet, ALPHAS, branch, novel[part], depth_novel[part], text, None, SETTINGS)
+    finally:
+        handle.remove()
+    l_steps = SETTINGS.inversion_steps
+    assert reference_calls == [1] * 2 * l_steps
+    assert calls[len(reference_calls):] == [2] * 2 * l_steps + [1] * 2 * l_steps

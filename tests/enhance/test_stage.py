@@ -16,7 +16,7 @@ from img2mesh.errors import WeightsError
 TINY = ["--set", "generate.model=tiny", "--set", "generate.random_weights=true", "--set", "generate.steps=2",
         "--set", "generate.guidance=cfg", "--set", "generate.cfg_scale=1.0", "--elevation", "30", "--device", "cpu",
         "-q", "--set", "enhance.enabled=true", "--set", "enhance.model=tiny", "--set", "enhance.random_weights=true",
-        "--set", "enhance.image_size=64", "--set", "enhance.steps=4", "--set", "enhance.inversion_steps=3",
+        "--set", "enhance.steps=4", "--set", "enhance.inversion_steps=3",
         "--set", "enhance.start_step=1", "--set", "enhance.start_layer=1", "--preset", "smoke",
         "--set", "reconstruct.steps=4", "--set", "reconstruct.rays_per_step=64", "--set", "reconstruct.init_steps=5",
         "--set", "reconstruct.image_size=0", "--set", "mesh.resolution=32", "--set", "mesh.texture=false"]
@@ -42,7 +42,13 @@ def test_enhanced_views_are_written_read_by_reconstruct_and_rerun_alone_when_a_k
     stages = run(image, out)
     folder = out / "enhance" / "sample_0"
     assert sorted(p.name for p in folder.glob("[0-9][0-9].png")) == [f"{n:02d}.png" for n in range(16)]
-    assert Image.open(folder / "00.png").size == (64, 64)  # the model's size, not generate's 256
+    assert Image.open(folder / "00.png").size == (64, 64)  # the tiny model's size (auto), not generate's 256
+    coarse = np.asarray(Image.open(out / "generate" / "sample_0" / "00.png").convert("RGB").resize((64, 64), Image.BICUBIC))
+    enhanced = np.asarray(Image.open(folder / "00.png"))
+    background = (coarse.astype(np.float32) / 255 >= 0.93).all(-1)  # the coarse view's white background
+    assert (enhanced[background] == 255).all() and (enhanced[~background] != 255).any()  # on white in its mask
+    reference = np.asarray(Image.open(out / "enhance" / "reference.png"))
+    assert reference.shape == (64, 64, 3)
     assert Image.open(folder / "depth" / "07.png").size == (8, 8)  # the depth condition, at the latent's size
     assert Image.open(folder / "strip.png").size == (16 * 128, 2 * 128)  # before / after
     cameras = json.loads((out / "enhance" / "cameras.json").read_text())
@@ -51,6 +57,7 @@ def test_enhanced_views_are_written_read_by_reconstruct_and_rerun_alone_when_a_k
     assert cameras["poses"] == generated["poses"]
     info = stages["enhance"]["info"]
     assert info["sets"] == [0] and info["inversion_steps"] == 3 and info["precision"] == "float32"
+    assert info["image_size"] == 64 and info["guidance"] == 9.0 and info["prompt"]
     assert stages["reconstruct"]["info"]["enhanced"] and stages["reconstruct"]["info"]["view_size"] == [64, 64]
     assert (out / "mesh.glb").is_file()
     again = run(image, out, "--set", "enhance.start_layer=0")
@@ -58,9 +65,43 @@ def test_enhanced_views_are_written_read_by_reconstruct_and_rerun_alone_when_a_k
     assert ran_again == {"enhance", "reconstruct", "mesh"}
 
 
+def test_the_depth_condition_puts_the_background_strictly_behind_the_object():
+    import torch
+
+    from img2mesh.enhance.components import normalise_depth
+
+    inverse = torch.rand(2, 1, 8, 8) + 0.5
+    mask = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
+    mask[:, :, 2:6, 2:6] = True
+    out = normalise_depth(inverse, mask)
+    inside, outside = out[mask], out[~mask]
+    assert (outside == -1).all() and inside.min() > -1 + 0.1 and inside.max() == pytest.approx(1.0)
+    nearest = inverse[0][mask[0]].argmax()
+    assert out[0][mask[0]][nearest] == pytest.approx(1.0)  # the nearest pixel (largest inverse depth) at 1
+
+
+def test_the_reference_is_the_full_resolution_photo_framed_as_the_input(tmp_path):
+    """The reference at 512² comes from the cut-out at its own resolution with the 256² input's framing:
+    its object spans the same fraction of the frame, with more pixels than the input upscaled."""
+    from img2mesh.enhance.runtime import reference_photo
+    from img2mesh.segment.recentre import recentre
+
+    rgba = np.zeros((900, 700, 4), np.uint8)
+    rgba[100:800, 150:550, :3] = np.random.default_rng(0).integers(0, 255, (700, 400, 3))
+    rgba[100:800, 150:550, 3] = 255
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    photo, mask = reference_photo(tmp_path, 200, 512)
+    small = np.asarray(recentre(Image.fromarray(rgba), 200).rgba)[..., 3] > 127
+    rows, cols = np.nonzero(mask)
+    small_rows, small_cols = np.nonzero(small)
+    assert photo.shape == (512, 512, 3) and rows.max() - rows.min() + 1 == pytest.approx(2 * (np.ptp(small_rows) + 1), abs=2)
+    assert cols.mean() == pytest.approx(2 * small_cols.mean(), abs=2)  # the same framing, twice the pixels
+    assert len(np.unique(photo[mask].reshape(-1, 3), axis=0)) > 5000  # the photo's own detail, not a blown-up 256²
+
+
 def test_switched_off_its_settings_change_nothing_downstream():
+    from img2mesh.app import load_config
     from img2mesh.enhance.stage import STAGE
-    from img2mesh.pipeline.config import load_config
     from img2mesh.pipeline.runner import stage_fingerprint
 
     def fingerprint(*overrides):
@@ -79,7 +120,7 @@ def test_inversion_longer_than_the_schedule_is_one_line(image, tmp_path):
 
 
 def test_missing_sd2_depth_offline_names_the_repository_and_the_command(tmp_path, monkeypatch):
-    from img2mesh.utils.weights import get_weight
+    from img2mesh.app import get_weight
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -100,8 +141,8 @@ def test_out_of_memory_halves_the_pairs_per_call_and_retries(monkeypatch, img2me
 
     import torch
 
+    from img2mesh.app import load_config
     from img2mesh.enhance import stage
-    from img2mesh.pipeline.config import load_config
 
     calls = []
 
@@ -112,13 +153,13 @@ def test_out_of_memory_halves_the_pairs_per_call_and_retries(monkeypatch, img2me
         return novel + 1, None
 
     monkeypatch.setattr("img2mesh.enhance.rgnv.enhance_latents", flaky)
-    model = SimpleNamespace(embed_text=lambda prompt: torch.zeros(1, 2, 4), unet=SimpleNamespace(device="cpu"),
-                            alphas_cumprod=torch.ones(10), decode=lambda z: z * 2, v_prediction=False)
+    model = SimpleNamespace(unet=SimpleNamespace(device="cpu"), alphas_cumprod=torch.ones(10), decode=lambda z: z * 2,
+                            v_prediction=False)
     ctx = SimpleNamespace(config=load_config(overrides=["enhance.batch_views=4"]), log=logging.getLogger("img2mesh"))
     views = {"latents": torch.arange(5.0).view(5, 1, 1, 1), "depth": torch.zeros(5, 1, 1, 1)}
     advanced = []
-    out = stage.enhance_in_chunks(ctx, model, {"latents": None, "depth": None}, views,
-                                  SimpleNamespace(advance=advanced.append))
+    conditions = SimpleNamespace(text=torch.zeros(1, 2, 4), uncond=None)
+    out = stage.enhance_in_chunks(ctx, model, None, conditions, views, SimpleNamespace(advance=advanced.append))
     assert calls == [4, 2, 1, 1, 1, 1, 1] and sum(advanced) == 5  # 4 -> 2 -> 1, then one at a time
     assert torch.equal(out.flatten(), (torch.arange(5.0) + 1) * 2)  # every view once, in order
     assert "retrying with enhance.batch_views = 1" in img2mesh_log.text

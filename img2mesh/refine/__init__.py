@@ -1,0 +1,1 @@
+"""Refine stage: HiFi-123's reference-guided state distillation (RGSD) of the finished mesh's texture."""
