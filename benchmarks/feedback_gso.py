@@ -1,17 +1,18 @@
-"""The 3D feedback operator on its own (issue 15): does one feedback operation pull inconsistent views
-back towards the truth?
+"""The 3D feedback operator on its own: does one feedback operation pull inconsistent views back
+towards the truth?
 
-For each shared GSO object, its 16 ground-truth views (on white, at the fitting size) are perturbed
-one by one so that they disagree (a colour shift, a small warp, a blotch, each drawn per view), then
-one feedback operation is applied as ``generate`` applies it, with the VAE's decode and encode
-skipped: the fast 3D model (``generate/feedback.py``'s ViewFitter, started from the hull of the
-perturbed masks) is fitted to the perturbed views and rendered at the 16 cameras, and the renders
-replace the views with ``--weight`` where they cover the object. Reported per object and on average:
-PSNR to the ground truth and the sample score's consistency (visual-hull silhouette agreement),
-before and after.
+For each shared GSO object, its 16 ground-truth views are degraded as generated views are
+(``img2mesh/evaluation/degrade.py``, ``--level``, default the typical level), brought to the fitting
+size, then one feedback operation is applied as ``generate`` applies it, with the VAE's decode and
+encode skipped: the fast 3D model (``img2mesh/feedback/operator.py``'s ViewFitter, started from the
+hull of the degraded masks, with reconstruct's robust terms as configured) is fitted to the views and
+rendered at the 16 cameras, and the renders replace the views with ``--weight`` where they cover the
+object. Reported per object and on average: PSNR to the ground truth and the sample score's
+consistency (visual-hull silhouette agreement), before and after, and the seconds of the operation.
 
     python benchmarks/feedback_gso.py                      # CPU: about a minute per object
-    python benchmarks/feedback_gso.py --fit-steps 300 --weight 0.25 0.5 1.0 --save /tmp/strips
+    python benchmarks/feedback_gso.py --level 3 --weight 0.25 0.5 1.0 --save /tmp/strips
+    python benchmarks/feedback_gso.py --set reconstruct.appearance_dim=0   # without a robust term
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from img2mesh.generate.feedback import FeedbackSettings, ViewFitter, psnr
+from img2mesh.app import load_config
+from img2mesh.evaluation.degrade import LEVELS, TYPICAL_LEVEL, degrade_views
+from img2mesh.feedback.operator import FeedbackSettings, ViewFitter, psnr
 from img2mesh.generate.scoring import consistency
 from img2mesh.utils import cameras
 
@@ -35,41 +38,15 @@ OBJECTS = ("bell", "chicken", "lion", "school_bus2", "sofa", "teapot")
 BOUND = 0.6
 
 
-def ground_truth_views(name: str, size: int) -> np.ndarray:
-    """The 16 views of an object composited on white, area-averaged to size² (N,H,W,3 in [0, 1])."""
-    views = []
-    for i in range(16):
-        with Image.open(GSO / name / f"{i:03d}.png") as img:
-            rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        rgb = Image.alpha_composite(white, rgba).convert("RGB").resize((size, size), Image.BOX)
-        views.append(np.asarray(rgb, dtype=np.float32) / 255)
-    return np.stack(views)
+def rgba_views(name: str) -> np.ndarray:
+    """The 16 RGBA renders of an object (N,256,256,4 uint8)."""
+    return np.stack([np.asarray(Image.open(GSO / name / f"{i:03d}.png").convert("RGBA")) for i in range(16)])
 
 
-def perturb(views: np.ndarray, seed: int) -> np.ndarray:
-    """Each view changed on its own: a colour shift of the object, a warp of up to 4 % of the image,
-    and a blotch of a random colour on a random part of the object."""
-    rng = np.random.default_rng(seed)
-    size = views.shape[1]
-    out = []
-    for view in views:
-        img = Image.fromarray((view * 255).round().astype(np.uint8))
-        shift = rng.uniform(-0.04, 0.04, 2) * size
-        angle = rng.uniform(-4, 4)
-        img = img.rotate(angle, resample=Image.BILINEAR, translate=tuple(shift), fillcolor=(255, 255, 255))
-        v = np.asarray(img, dtype=np.float32) / 255
-        inside = v.min(-1) < 0.93
-        v = np.where(inside[..., None], np.clip(v + rng.uniform(-0.15, 0.15, 3), 0, 1), v)
-        ys, xs = np.nonzero(inside)
-        if len(ys):
-            c = rng.integers(len(ys))
-            yy, xx = np.mgrid[:size, :size]
-            r = rng.uniform(0.06, 0.12) * size
-            blotch = ((yy - ys[c]) ** 2 + (xx - xs[c]) ** 2 < r * r) & inside
-            v = np.where(blotch[..., None], rng.uniform(0, 1, 3), v)
-        out.append(v.astype(np.float32))
-    return np.stack(out)
+def at_size(views: np.ndarray, size: int) -> np.ndarray:
+    """N,H,W,3 uint8 views on white, area-averaged to size² (N,size,size,3 float32 in [0, 1])."""
+    return np.stack([np.asarray(Image.fromarray(v).resize((size, size), Image.BOX), dtype=np.float32) / 255
+                     for v in views])
 
 
 def score(views: np.ndarray, truth: np.ndarray, Ks: np.ndarray, poses: np.ndarray) -> tuple[float, float]:
@@ -84,6 +61,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="generate.feedback.image_size")
     parser.add_argument("--fit-steps", type=int, default=100, help="generate.feedback.fit_steps")
     parser.add_argument("--weight", type=float, nargs="+", default=[0.5, 1.0])
+    parser.add_argument("--level", type=int, default=TYPICAL_LEVEL, choices=sorted(LEVELS),
+                        help="degradation level of the views (evaluation/degrade.py)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config KEY=VALUE")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--save", type=Path, help="write NAME.png: truth, perturbed, renders, blended (rows)")
     args = parser.parse_args()
@@ -91,16 +71,19 @@ def main() -> None:
     poses = cameras.target_poses()
     rows = []
     print(f"{'object':12s} {'views':16s} {'PSNR':>7s} {'consist.':>8s} {'seconds':>8s}")
+    config = load_config(overrides=["generate.feedback.steps=[1]", f"generate.feedback.fit_steps={args.fit_steps}",
+                                    f"generate.feedback.image_size={args.size}", *args.overrides])
+    settings = FeedbackSettings.from_config(config)
     for name in args.objects:
-        truth = ground_truth_views(name, args.size)
-        noisy = perturb(truth, seed=sum(map(ord, name)))
-        settings = FeedbackSettings(frozenset({1}), 1.0, args.fit_steps, 1024, args.size)
+        rgba = rgba_views(name)
+        truth = at_size(degrade_views(rgba, LEVELS[0], 0), args.size)
+        noisy = at_size(degrade_views(rgba, LEVELS[args.level], sum(map(ord, name))), args.size)
         start = time.perf_counter()
-        fitter = ViewFitter(Ks, poses, settings, BOUND, 0, torch.device("cpu"))
+        fitter = ViewFitter(Ks, poses, settings, 0, torch.device("cpu"))
         fitter.fit(noisy)
         renders, coverage = fitter.render_views()
         seconds = time.perf_counter() - start
-        results = {"truth": score(truth, truth, Ks, poses), "perturbed": score(noisy, truth, Ks, poses)}
+        results = {"truth": score(truth, truth, Ks, poses), "degraded": score(noisy, truth, Ks, poses)}
         for w in args.weight:
             blended = noisy + w * coverage[..., None] * (renders - noisy)
             results[f"feedback w={w:g}"] = score(blended, truth, Ks, poses)

@@ -1,22 +1,30 @@
 """Signed-distance + colour fields for NeuS: a vanilla MLP field and a multi-resolution hash-grid field.
 
 Both share one interface: ``sdf_features(x) -> (sdf, features)``, ``color(x, normal, view_dir,
-features)``, and the learned inverse variance ``inv_s``. The hash-grid encoding uses tinycudann when
-it imports (CUDA only) and otherwise a pure-PyTorch implementation of the same maths.
+features, codes)``, and the learned inverse variance ``inv_s``. The hash-grid encoding uses
+tinycudann when it imports (CUDA only) and otherwise a pure-PyTorch multi-resolution hash encoding
+(the same structure and hash; not the same function: tinycudann offsets and scales the grid its own
+way, so weights trained by one cannot be read by the other, and ``storage.py`` refuses to try).
+
+With ``appearance_dim`` > 0 each training view has a learned code (NeRF-W's appearance embedding)
+fed to the colour network, so a view recoloured on its own is explained by its code rather than
+painted into the texture; a colour asked for without a code (meshing, texturing) uses the mean code.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from img2mesh.utils.settings import fixed
+
 if TYPE_CHECKING:
-    from img2mesh.pipeline.config import ReconstructConfig
+    from img2mesh.reconstruct.config import ReconstructConfig
 
 PRIMES = (1, 2654435761, 805459861)
 
@@ -25,8 +33,8 @@ PRIMES = (1, 2654435761, 805459861)
 class FieldConfig:
     """Widths of a field; saved next to its weights so the mesh stage can rebuild it.
 
-    The first fields come from ``reconstruct.*`` (:meth:`from_config`); the others are the fixed
-    architecture.
+    The fields without a value come from ``reconstruct.*`` (:meth:`from_config`); the others are
+    the fixed architecture.
     """
 
     kind: Literal["mlp", "hashgrid"]
@@ -36,27 +44,39 @@ class FieldConfig:
     hash_levels: int
     hash_log2_size: int
     bound: float  # the hash grid spans [-bound, bound]^3 (scene.bound)
-    frequencies: int = 6
-    feature_dim: int = 64
-    color_hidden: int = 64
-    color_layers: int = 2
-    view_frequencies: int = 4
+    feature_dim: int
+    color_hidden: int
+    color_layers: int
     # "direction": the ray's direction; "reflected": the direction mirrored about the normal, as the
-    # official NeuS of SyncDreamer feeds it (fields saved before this key existed used "direction")
-    view_input: Literal["direction", "reflected"] = "direction"
-    init_radius: float = 0.4
-    init_variance: float = 0.3
-    hash_features: int = 2
-    hash_base_resolution: int = 16
-    hash_max_resolution: int = 2048
+    # official NeuS of SyncDreamer feeds it
+    view_input: Literal["direction", "reflected"]
+    appearance_dim: int  # per-view appearance code width (0: none)
+    appearance_views: int  # how many codes (the training views)
+    frequencies: int = fixed(6, "NeuS's positional encoding of x")
+    view_frequencies: int = fixed(4, "NeuS's positional encoding of the view direction")
+    init_radius: float = fixed(0.4, "the sphere the SDF network starts as")
+    init_variance: float = fixed(0.3, "NeuS's initial variance")
+    hash_features: int = fixed(2, "features per hash-grid level")
+    hash_base_resolution: int = fixed(16, "coarsest hash-grid level")
+    hash_max_resolution: int = fixed(2048, "finest hash-grid level")
 
     @classmethod
-    def from_config(cls, cfg: "ReconstructConfig", bound: float) -> "FieldConfig":
-        """The run's field: its kind and widths, the skip connection half-way, the scene's extent."""
+    def from_config(cls, cfg: "ReconstructConfig", bound: float, views: int) -> "FieldConfig":
+        """The run's field for ``views`` training views: its kind and widths, the skip connection
+        half-way, the scene's extent."""
         return cls(kind=cfg.field, hidden=cfg.hidden, layers=cfg.layers, skip_at=cfg.layers // 2,
                    hash_levels=cfg.hash_levels, hash_log2_size=cfg.hash_log2_size, bound=bound,
-                   feature_dim=cfg.feature_dim, color_hidden=cfg.color_hidden,
-                   color_layers=cfg.color_layers, view_input=cfg.view_input)
+                   feature_dim=cfg.feature_dim, color_hidden=cfg.color_hidden, color_layers=cfg.color_layers,
+                   view_input=cfg.view_input, appearance_dim=cfg.appearance_dim,
+                   appearance_views=views if cfg.appearance_dim else 0)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "FieldConfig":
+        """A saved ``field.json`` config; keys of fields saved before a key existed take the value that
+        reproduces them (no appearance codes; the ray direction as view input)."""
+        legacy = {"view_input": "direction", "appearance_dim": 0, "appearance_views": 0, "feature_dim": 64,
+                  "color_hidden": 64, "color_layers": 2}
+        return cls(**{**legacy, **record})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,21 +126,37 @@ class HashGridEncoding(nn.Module):
         return torch.cat(outputs, -1)
 
 
-def make_hash_encoding(config: FieldConfig, accelerated: bool = True) -> tuple[nn.Module, str]:
-    """tinycudann's HashGrid when ``accelerated``, it imports and CUDA is present, else the PyTorch one."""
-    if accelerated and torch.cuda.is_available():
-        try:
-            import tinycudann as tcnn
+HASH_BACKENDS = ("tinycudann", "pytorch")
 
-            growth = math.exp((math.log(config.hash_max_resolution) - math.log(config.hash_base_resolution))
-                              / max(config.hash_levels - 1, 1))
-            encoding = tcnn.Encoding(3, {"otype": "HashGrid", "n_levels": config.hash_levels,
-                                         "n_features_per_level": config.hash_features,
-                                         "log2_hashmap_size": config.hash_log2_size,
-                                         "base_resolution": config.hash_base_resolution,
-                                         "per_level_scale": growth})
-            return _TcnnWrapper(encoding, config.bound), "tinycudann"
-        except Exception:  # missing, or built for another GPU: the PyTorch encoding does the same maths
+
+def tinycudann_encoding(config: FieldConfig) -> nn.Module:
+    """tinycudann's HashGrid for ``config``; raises (ImportError, RuntimeError, ...) where it cannot run."""
+    import tinycudann as tcnn
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("tinycudann needs a CUDA device")
+    growth = math.exp((math.log(config.hash_max_resolution) - math.log(config.hash_base_resolution))
+                      / max(config.hash_levels - 1, 1))
+    encoding = tcnn.Encoding(3, {"otype": "HashGrid", "n_levels": config.hash_levels,
+                                 "n_features_per_level": config.hash_features,
+                                 "log2_hashmap_size": config.hash_log2_size,
+                                 "base_resolution": config.hash_base_resolution,
+                                 "per_level_scale": growth})
+    return _TcnnWrapper(encoding, config.bound)
+
+
+def make_hash_encoding(config: FieldConfig, backend: Optional[str] = None) -> tuple[nn.Module, str]:
+    """The hash encoding and its backend's name. ``backend`` None: tinycudann where it imports and CUDA is
+    present, else the PyTorch one; ``"tinycudann"`` or ``"pytorch"``: that one (tinycudann raising where
+    it cannot run)."""
+    if backend not in (None, *HASH_BACKENDS):
+        raise ValueError(f"unknown hash-grid backend {backend!r}")
+    if backend == "tinycudann":
+        return tinycudann_encoding(config), "tinycudann"
+    if backend is None and torch.cuda.is_available():
+        try:
+            return tinycudann_encoding(config), "tinycudann"
+        except Exception:  # missing, or built for another GPU: the PyTorch encoding (another function)
             pass
     return HashGridEncoding(config.hash_levels, config.hash_features, config.hash_log2_size,
                             config.hash_base_resolution, config.hash_max_resolution, config.bound), "pytorch"
@@ -191,16 +227,19 @@ class ColorNetwork(nn.Module):
     def __init__(self, config: FieldConfig) -> None:
         super().__init__()
         view_dim = 3 + 6 * config.view_frequencies
-        dims = [3 + 3 + view_dim + config.feature_dim] + [config.color_hidden] * config.color_layers + [3]
+        dims = [3 + 3 + view_dim + config.feature_dim + config.appearance_dim] + \
+            [config.color_hidden] * config.color_layers + [3]
         self.view_frequencies = config.view_frequencies
         self.reflect = config.view_input == "reflected"
         self.layers = nn.ModuleList(nn.utils.parametrizations.weight_norm(nn.Linear(a, b))
                                     for a, b in zip(dims[:-1], dims[1:]))
 
-    def forward(self, x: torch.Tensor, normal: torch.Tensor, view: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, normal: torch.Tensor, view: torch.Tensor, features: torch.Tensor,
+                codes: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.reflect:
             view = view - 2 * (view * normal).sum(-1, keepdim=True) * normal
-        h = torch.cat([x, normal, positional_encoding(view, self.view_frequencies), features], -1)
+        inputs = [x, normal, positional_encoding(view, self.view_frequencies), features]
+        h = torch.cat(inputs if codes is None else inputs + [codes], -1)
         for i, layer in enumerate(self.layers):
             h = layer(h)
             if i < len(self.layers) - 1:
@@ -211,14 +250,15 @@ class ColorNetwork(nn.Module):
 class NeuSField(nn.Module):
     """SDF + colour + inverse variance; ``kind`` picks positional encoding (mlp) or hash grid.
 
-    ``accelerated=False`` keeps the pure-PyTorch hash encoding even where tinycudann imports.
+    ``backend`` picks the hash encoding (``make_hash_encoding``): None for the fastest here,
+    ``"pytorch"`` or ``"tinycudann"`` for that one (a saved field is rebuilt with its own).
     """
 
-    def __init__(self, config: FieldConfig, accelerated: bool = True) -> None:
+    def __init__(self, config: FieldConfig, backend: Optional[str] = None) -> None:
         super().__init__()
         self.config = config
         if config.kind == "hashgrid":
-            self.encoding, self.backend = make_hash_encoding(config, accelerated)
+            self.encoding, self.backend = make_hash_encoding(config, backend)
             encoding_dim = 3 + self.encoding.output_dim
         else:
             self.encoding, self.backend = None, "positional encoding"
@@ -226,6 +266,8 @@ class NeuSField(nn.Module):
         self.sdf_net = SDFNetwork(config, encoding_dim)
         self.color_net = ColorNetwork(config)
         self.variance = nn.Parameter(torch.tensor(config.init_variance))
+        if config.appearance_dim:  # zeros: every view starts at the mean look (and no random draw is added)
+            self.appearance = nn.Parameter(torch.zeros(config.appearance_views, config.appearance_dim))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         if self.encoding is None:
@@ -247,8 +289,14 @@ class NeuSField(nn.Module):
             grad = torch.autograd.grad(sdf.sum(), x, create_graph=create_graph)[0]
         return sdf, features, grad
 
-    def color(self, x: torch.Tensor, normal: torch.Tensor, view: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        return self.color_net(x, normal, view, features)
+    def color(self, x: torch.Tensor, normal: torch.Tensor, view: torch.Tensor, features: torch.Tensor,
+              view_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Colour at ``x``; with appearance codes, each point's view's (``view_ids``, one per point) or,
+        without ids, the mean code (what the exported texture shows)."""
+        if not self.config.appearance_dim:
+            return self.color_net(x, normal, view, features)
+        codes = (self.appearance.mean(0).expand(x.shape[0], -1) if view_ids is None else self.appearance[view_ids])
+        return self.color_net(x, normal, view, features, codes)
 
     def inv_s(self) -> torch.Tensor:
         return torch.exp(self.variance * 10.0).clamp(1e-6, 1e6)

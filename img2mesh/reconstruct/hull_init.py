@@ -9,6 +9,9 @@ smoothness bias tends to melt into the body.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,19 +19,40 @@ import torch.nn.functional as F
 from img2mesh.reconstruct.fields import NeuSField
 from img2mesh.reconstruct.trainer import TrainSettings, field_adam
 from img2mesh.reconstruct.views import Views
+from img2mesh.utils.settings import fixed
+
+if TYPE_CHECKING:
+    from img2mesh.reconstruct.config import ReconstructConfig
 
 HULL_RESOLUTION = 96  # hull cells per side: fine enough for thin parts at 256² masks, carved in ~1 s
-BATCH = 8192  # points per fitting step: half uniform in the cube, half near the hull's surface
 NEAR_SURFACE = 0.02  # world units: the jitter of the near-surface points
 
 
-def hull_signed_distance(views: Views, bound: float, resolution: int = HULL_RESOLUTION) -> np.ndarray:
-    """Signed distance (resolution³ float32, indexed [x, y, z], negative inside) to the visual hull."""
+@dataclass(frozen=True)
+class HullSettings:
+    """How the start is fitted (``reconstruct.init_steps``, ``hull_variance``, ``hull_tolerance``,
+    ``eikonal_weight``; built by :meth:`from_config`)."""
+
+    steps: int
+    variance: float  # NeuS's variance when training starts (reconstruct.hull_variance)
+    tolerance: int  # views that may see background where the hull still keeps a cell
+    eikonal_weight: float
+    points: int = fixed(8192, "points per fitting step: half uniform in the cube, half near the surface")
+    learning_rate: float = fixed(1e-3, "the fit's Adam rate")
+
+    @classmethod
+    def from_config(cls, cfg: "ReconstructConfig") -> "HullSettings":
+        return cls(cfg.init_steps, cfg.hull_variance, cfg.hull_tolerance, cfg.eikonal_weight)
+
+
+def hull_signed_distance(views: Views, bound: float, resolution: int = HULL_RESOLUTION, tolerance: int = 0) -> np.ndarray:
+    """Signed distance (resolution³ float32, indexed [x, y, z], negative inside) to the visual hull
+    (``tolerance`` > 0: the hull that lets that many views disagree, ``utils.hull.carve``)."""
     from scipy.ndimage import distance_transform_edt
 
     from img2mesh.utils.hull import carve
 
-    inside = carve(views.silhouettes, views.Ks, views.poses, resolution, bound)
+    inside = carve(views.silhouettes, views.Ks, views.poses, resolution, bound, tolerance)
     cell = 2 * bound / (resolution - 1)
     if not inside.any():  # nothing carved survives: no better start than NeuS's sphere
         raise ValueError("the visual hull of the masks is empty")
@@ -46,24 +70,22 @@ def _lookup(grid: torch.Tensor, points: torch.Tensor, bound: float) -> torch.Ten
     return F.grid_sample(volume, coords, align_corners=True).reshape(-1)
 
 
-def fit_to_hull(field: NeuSField, views: Views, bound: float, steps: int, seed: int, device: torch.device,
-                variance: float, eikonal_weight: float, learning_rate: float = 1e-3) -> dict[str, float]:
+def fit_to_hull(field: NeuSField, views: Views, bound: float, settings: HullSettings, seed: int,
+                device: torch.device) -> dict[str, float]:
     """Fit the field's SDF to the hull's signed distance (:func:`fit_to_grid`).
 
     Returns the hull's volume fraction and the mean absolute error of the last step.
     """
-    fraction, error = fit_to_grid(field, hull_signed_distance(views, bound), bound, steps, seed, device, variance,
-                                  eikonal_weight, learning_rate)
+    distance = hull_signed_distance(views, bound, tolerance=settings.tolerance)
+    fraction, error = fit_to_grid(field, distance, bound, settings, seed, device)
     return {"hull_fraction": fraction, "hull_fit_error": error}
 
 
-def fit_to_grid(field: NeuSField, signed_distance: np.ndarray, bound: float, steps: int, seed: int,
-                device: torch.device, variance: float, eikonal_weight: float,
-                learning_rate: float = 1e-3) -> tuple[float, float]:
-    """Fit the field's SDF to a signed-distance grid (R³, [x, y, z], spanning the cube) for ``steps``
-    Adam steps (L1 + ``eikonal_weight`` × eikonal, ``reconstruct.eikonal_weight``), then set NeuS's
-    variance parameter to ``variance`` (``reconstruct.hull_variance``). Returns the grid's inside fraction
-    and the last step's error.
+def fit_to_grid(field: NeuSField, signed_distance: np.ndarray, bound: float, settings: HullSettings, seed: int,
+                device: torch.device) -> tuple[float, float]:
+    """Fit the field's SDF to a signed-distance grid (R³, [x, y, z], spanning the cube) for
+    ``settings.steps`` Adam steps (L1 + eikonal), then set NeuS's variance parameter to
+    ``settings.variance``. Returns the grid's inside fraction and the last step's error.
 
     The colour network is untouched; the photometric training that follows starts from its own
     initialisation. NeuS starts its sphere blurry (variance 0.3, inv_s 20), which lets early steps
@@ -81,20 +103,21 @@ def fit_to_grid(field: NeuSField, signed_distance: np.ndarray, bound: float, ste
     generator = torch.Generator().manual_seed(seed)
     field.to(device).train()
     # The SDF network (and the hash tables, at the rate the trainer gives them); colour stays untouched.
-    optimizer = field_adam(field, learning_rate, TrainSettings.encoding_learning_rate, field.sdf_net.parameters())
+    optimizer = field_adam(field, settings.learning_rate, TrainSettings.encoding_learning_rate, field.sdf_net.parameters())
     fit = torch.tensor(float("nan"))
-    for _ in range(steps):
-        uniform = (torch.rand(BATCH // 2, 3, generator=generator) * 2 - 1) * bound
-        pick = torch.randint(0, len(surface), (BATCH - BATCH // 2,), generator=generator)
+    batch = settings.points
+    for _ in range(settings.steps):
+        uniform = (torch.rand(batch // 2, 3, generator=generator) * 2 - 1) * bound
+        pick = torch.randint(0, len(surface), (batch - batch // 2,), generator=generator)
         near = surface[pick] + torch.randn(len(pick), 3, generator=generator) * NEAR_SURFACE
         points = torch.cat([uniform, near.clamp(-bound, bound)]).to(device)
         sdf, _, grad = field.sdf_and_gradient(points, create_graph=True)
         fit = (sdf - _lookup(target, points, bound)).abs().mean()
-        loss = fit + eikonal_weight * ((grad.norm(dim=-1) - 1) ** 2).mean()
+        loss = fit + settings.eikonal_weight * ((grad.norm(dim=-1) - 1) ** 2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        field.variance.fill_(variance)
+        field.variance.fill_(settings.variance)
     # One device sync at the end, not one per step.
     return float((distance < 0).float().mean()), fit.item()

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from img2mesh.pipeline.contract import StageContext
 
 log = logging.getLogger("img2mesh")
-REMOVER_WEIGHTS = ("tracer_b7", "fba")
 
 
 class RemoverMasks:
@@ -37,13 +36,13 @@ class RemoverMasks:
 
     def available(self) -> bool:
         """Whether the remover can run without a download (its weights are here, or untrained ones)."""
-        from img2mesh.utils.weights import get_weight
+        from img2mesh.segment.weights import remover_weights
 
         try:
             import carvekit  # noqa: F401
         except ImportError:
             return False
-        return self.segment.random_weights or all(get_weight(n).locate() is not None for n in REMOVER_WEIGHTS)
+        return self.segment.random_weights or all(w.locate() is not None for w in remover_weights())
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, str]:
         if self.choice == "threshold":

@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from img2mesh.reconstruct.fields import NeuSField
+from img2mesh.utils.settings import fixed
 
 if TYPE_CHECKING:
-    from img2mesh.pipeline.config import ReconstructConfig
+    from img2mesh.reconstruct.config import ReconstructConfig
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,8 @@ class RenderSettings:
     coarse_samples: int
     fine_samples: int
     bound: float  # rays are sampled where they cross the cube [-bound, bound]^3 (scene.bound)
-    up_sample_steps: int = 4
-    background: float = 1.0  # white
+    up_sample_steps: int = fixed(4, "NeuS's up-sampling rounds, each at twice the sharpness")
+    background: float = fixed(1.0, "white, as the views are")
 
     @classmethod
     def from_config(cls, cfg: "ReconstructConfig", bound: float) -> "RenderSettings":
@@ -91,11 +92,12 @@ def _up_sample(origins, dirs, z, sdf, count: int, inv_s: float, bound: float) ->
 
 
 def shade(field: NeuSField, points: torch.Tensor, view: torch.Tensor, dists: torch.Tensor,
-          cos_anneal_ratio: float, training: bool) -> dict[str, torch.Tensor]:
-    """Per sample (flat, N): NeuS opacity alpha over ``dists``, colour, normal and the SDF gradient."""
+          cos_anneal_ratio: float, training: bool, view_ids: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    """Per sample (flat, N): NeuS opacity alpha over ``dists``, colour, normal and the SDF gradient
+    (``view_ids``, one per sample: whose appearance code colours it; none: the mean code)."""
     sdf, features, grad = field.sdf_and_gradient(points, create_graph=training)
     normals = F.normalize(grad, dim=-1)
-    rgb = field.color(points, normals, view, features)
+    rgb = field.color(points, normals, view, features, view_ids)
     inv_s = field.inv_s()
     true_cos = (view * grad).sum(-1)
     iter_cos = -(F.relu(-true_cos * 0.5 + 0.5) * (1.0 - cos_anneal_ratio) + F.relu(-true_cos) * cos_anneal_ratio)
@@ -107,8 +109,10 @@ def shade(field: NeuSField, points: torch.Tensor, view: torch.Tensor, dists: tor
 
 
 def render_rays(field: NeuSField, origins: torch.Tensor, dirs: torch.Tensor, settings: RenderSettings,
-                cos_anneal_ratio: float = 1.0, perturb: bool = False, training: bool = False) -> dict[str, torch.Tensor]:
-    """Colour (R,3), opacity (R,), normals (R,3) and the gradient norms for the eikonal loss."""
+                cos_anneal_ratio: float = 1.0, perturb: bool = False, training: bool = False,
+                view_ids: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    """Colour (R,3), opacity (R,), normals (R,3) and the gradient norms for the eikonal loss
+    (``view_ids`` (R,): each ray's view, for its appearance code)."""
     R = origins.shape[0]
     near, far = cube_near_far(origins, dirs, settings.bound)
     t = torch.linspace(0.0, 1.0, settings.coarse_samples, device=origins.device)
@@ -129,7 +133,8 @@ def render_rays(field: NeuSField, origins: torch.Tensor, dirs: torch.Tensor, set
     points = origins[:, None] + dirs[:, None] * mid[..., None]
     S = points.shape[1]
     view = dirs[:, None].expand(-1, S, -1).reshape(-1, 3)
-    shaded = shade(field, points.reshape(-1, 3), view, dists.reshape(-1), cos_anneal_ratio, training)
+    sample_ids = None if view_ids is None else view_ids[:, None].expand(-1, S).reshape(-1)
+    shaded = shade(field, points.reshape(-1, 3), view, dists.reshape(-1), cos_anneal_ratio, training, sample_ids)
     inside = in_cube(points, settings.bound).float()
     alpha = shaded["alpha"].reshape(R, S) * inside
     transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1 - alpha + 1e-7], -1), -1)[:, :-1]
@@ -163,7 +168,7 @@ def render_packed(field: NeuSField, origins: torch.Tensor, dirs: torch.Tensor, r
                   t_starts: torch.Tensor, t_ends: torch.Tensor, settings: RenderSettings,
                   cos_anneal_ratio: float = 1.0, training: bool = False,
                   weights_fn: Optional[Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = None,
-                  ) -> dict[str, torch.Tensor]:
+                  view_ids: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
     """``render_rays``'s outputs from packed samples (flat N; ``ray_indices`` sorted).
 
     ``weights_fn(alpha, ray_indices, n_rays)`` computes alpha · transmittance; the default is the
@@ -173,7 +178,8 @@ def render_packed(field: NeuSField, origins: torch.Tensor, dirs: torch.Tensor, r
     mid = (t_starts + t_ends) * 0.5
     view = dirs[ray_indices]
     points = origins[ray_indices] + view * mid[:, None]
-    shaded = shade(field, points, view, t_ends - t_starts, cos_anneal_ratio, training)
+    shaded = shade(field, points, view, t_ends - t_starts, cos_anneal_ratio, training,
+                   None if view_ids is None else view_ids[ray_indices])
     weights = (weights_fn or packed_weights)(shaded["alpha"], ray_indices, R)
 
     def accumulate(values: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from img2mesh.pipeline.contract import Stage, StageContext
+from img2mesh.reconstruct.config import ReconstructConfig
+from img2mesh.reconstruct.report import panel
 
 if TYPE_CHECKING:
     from img2mesh.pipeline.config import Config
@@ -18,11 +20,13 @@ FEEDBACK_GRID = "feedback/sdf.npy"  # generate's last feedback fit, beside a sam
 def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path],
                 folder: Optional[Path] = None) -> dict[str, Any]:
     """Train a field on the views of ``views_dir`` and save it in ``folder`` (default: the stage folder)."""
+    import numpy as np
     import torch
 
     from img2mesh.reconstruct.fields import FieldConfig, NeuSField
     from img2mesh.reconstruct.masks import RemoverMasks
     from img2mesh.reconstruct.occupancy import make_grid
+    from img2mesh.reconstruct.poses import PoseCorrection
     from img2mesh.reconstruct.renderer import RenderSettings
     from img2mesh.reconstruct.storage import save_field
     from img2mesh.reconstruct.trainer import TrainSettings, train
@@ -31,7 +35,7 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
     cfg = ctx.config.reconstruct
     views = load_views(views_dir, cfg.image_size, cameras_file, RemoverMasks(ctx))
     bound = ctx.config.scene.bound
-    config = FieldConfig.from_config(cfg, bound)
+    config = FieldConfig.from_config(cfg, bound, len(views.images))
     torch.manual_seed(ctx.config.run.seed)  # the initial weights too come from the run's seed
     field = NeuSField(config)
     device = torch.device(ctx.device)
@@ -56,10 +60,14 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
         task.advance(step + 1 - shown[0], loss=loss)
         shown[0] = step + 1
 
+    poses = PoseCorrection(len(views.images)) if settings.pose_refine else None
     with ctx.progress("NeuS training", total=cfg.steps) as task:
-        stats = train(field, views, settings, render, device, checkpoint, on_step=advance, grid=grid)
+        stats = train(field, views, settings, render, device, checkpoint, on_step=advance, grid=grid, poses=poses)
     checkpoint.unlink(missing_ok=True)  # a finished field needs no resume point
     save_field(field, folder)
+    if poses is not None:  # how far the cameras moved, in pixels and degrees (views.Ks: at the training size)
+        distance = float(np.linalg.norm(views.poses[:, :, 3], axis=-1).mean())
+        stats.update(poses.summary(distance, float(views.Ks[:, 0, 0].mean())))
     return {**stats, **hull, "init": cfg.init, "field": cfg.field, "backend": field.backend, "mask_source": views.mask_source,
             "views": int(views.images.shape[0]), "view_size": list(views.size)}
 
@@ -72,10 +80,10 @@ def start_from_masks(ctx: StageContext, field: Any, views: Any, device: Any, fee
 
     import numpy as np
 
-    from img2mesh.reconstruct.hull_init import fit_to_grid, fit_to_hull
+    from img2mesh.reconstruct.hull_init import HullSettings, fit_to_grid, fit_to_hull
 
     cfg = ctx.config.reconstruct
-    args = (ctx.config.scene.bound, cfg.init_steps, ctx.config.run.seed, device, cfg.hull_variance, cfg.eikonal_weight)
+    args = (ctx.config.scene.bound, HullSettings.from_config(cfg), ctx.config.run.seed, device)
     start = time.perf_counter()
     if cfg.init == "feedback":
         try:
@@ -130,16 +138,20 @@ def run_on_folder(ctx: StageContext) -> dict[str, Any]:
 
 
 def check_views_folder(path: Path, config: "Config") -> None:
-    """Refuse a bad views folder before anything is written (``img2mesh reconstruct``)."""
-    from img2mesh.reconstruct.views import load_views
+    """Refuse a bad views folder before anything is written (``img2mesh reconstruct``); a folder with
+    no views at all is a usage error, as an empty folder is to ``img2mesh run``."""
+    from img2mesh.errors import UsageError
+    from img2mesh.reconstruct.views import VIEW_NAME, load_views
 
+    if path.is_dir() and not any(VIEW_NAME.match(p.name) for p in path.iterdir()):
+        raise UsageError(f"{path} holds no views (expected 0.png, 1.png, ... in any zero padding)")
     load_views(path, config.reconstruct.image_size)
 
 
 def check_select(config: "Config") -> None:
     """``--select K`` beyond the sample sets ``generate`` will make is a usage error before anything runs."""
     from img2mesh.errors import UsageError
-    from img2mesh.pipeline.config import AUTO_MAX_SETS
+    from img2mesh.generate.config import AUTO_MAX_SETS
 
     select, count = config.reconstruct.select, config.generate.num_samples
     if count == "auto":  # how many depends on the GPU: refuse only what auto can never make
@@ -159,7 +171,8 @@ _COMMON = dict(name="reconstruct", description="fit a NeuS signed-distance field
                models=("carvekit",),  # masks of views without alpha (the segment stage's remover)
                # 2: dense samples inside the scene cube, hash grid over it; 3: soft masks, 1.0 x BCE;
                # 4: official colour network widths, reflected view direction, start from the hull;
-               # 5: training after the hull start begins sharp (reconstruct.hull_variance)
-               version=5)
+               # 5: training after the hull start begins sharp (reconstruct.hull_variance);
+               # 6: the robust recipe's keys (hull tolerance, soft-L1, mask margin, appearance, poses)
+               version=6, config=ReconstructConfig, report=panel)
 STAGE = Stage(reads=("generate", "enhance"), run=run_on_generated, check_config=check_select, **_COMMON)
 FOLDER_STAGE = Stage(reads=(), run=run_on_folder, check_input=check_views_folder, **_COMMON)

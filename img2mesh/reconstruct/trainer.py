@@ -1,4 +1,11 @@
-"""Fitting a NeuS field to views: losses, schedule, periodic checkpoints that a resume continues from."""
+"""Fitting a NeuS field to views: losses, schedule, periodic checkpoints that a resume continues from.
+
+Generated views disagree with each other a little; four settings make the fit tolerate it (each off
+by default in the recipe's oldest form, and measured in docs/robustness.md): a colour term that
+punishes large residuals less (``color_loss: soft_l1``, the official SyncDreamer NeuS's), a mask term
+that ignores a band of pixels along each silhouette (``mask_margin``), per-view appearance codes
+(``appearance_dim``, in the field) and per-view camera refinement (``pose_refine``, ``poses.py``).
+"""
 
 from __future__ import annotations
 
@@ -14,14 +21,18 @@ import torch
 import torch.nn.functional as F
 
 from img2mesh.reconstruct.fields import NeuSField
+from img2mesh.reconstruct.poses import PoseCorrection
 from img2mesh.reconstruct.renderer import RenderSettings, render_packed, render_rays
 from img2mesh.reconstruct.views import Views, pixel_rays
 from img2mesh.utils.device import halving_on_out_of_memory
+from img2mesh.utils.settings import fixed
 
 if TYPE_CHECKING:
-    from img2mesh.pipeline.config import ReconstructConfig
+    from img2mesh.reconstruct.config import ReconstructConfig
 
 log = logging.getLogger("img2mesh")
+ANNEAL_FRACTION = 0.2  # NeuS's opacity is annealed over the first fifth of a fresh training
+SOFT_L1_EPSILON = 1e-3  # the official soft-L1's epsilon under the square root
 
 
 @dataclass(frozen=True)
@@ -35,32 +46,54 @@ class TrainSettings:
     rays_per_step: int
     learning_rate: float
     warmup_steps: int
+    color_loss: str  # "l1" or "soft_l1" (sqrt(|rgb error|^2 + 1e-3), the official SyncDreamer NeuS's)
     mask_loss: str  # "mse" or "bce" against the soft masks
     mask_weight: float
+    mask_margin: int  # pixels along each silhouette left out of the mask term
     eikonal_weight: float
     curvature_weight: float
+    pose_refine: bool
     checkpoint_every: int
     seed: int
-    encoding_learning_rate: float = 1e-2  # hash tables
-    final_lr_factor: float = 0.05
-    anneal_fraction: float = 0.2  # cosine annealing of NeuS's opacity over the first part of training
-    grid_update_every: int = 16  # occupancy-grid sampling only
+    anneal_fraction: float  # cosine annealing of NeuS's opacity over this first part of training
+    encoding_learning_rate: float = fixed(1e-2, "the hash tables' learning rate (instant-nsr-pl)")
+    final_lr_factor: float = fixed(0.05, "the cosine schedule's end, relative to the start")
+    grid_update_every: int = fixed(16, "occupancy-grid refresh interval (occupancy sampling only)")
+    pose_learning_rate: float = fixed(1e-3, "the camera corrections' learning rate (BARF: 1e-3)")
+    pose_weight: float = fixed(0.1, "the L2 penalty that holds the corrections near zero")
+    pose_warmup_fraction: float = fixed(0.1, "part of training before the cameras may move")
 
     @classmethod
     def from_config(cls, cfg: "ReconstructConfig", seed: int) -> "TrainSettings":
         """The run's settings (the curvature loss applies to the hash-grid field only)."""
         return cls(steps=cfg.steps, rays_per_step=cfg.rays_per_step, learning_rate=cfg.learning_rate,
-                   warmup_steps=min(cfg.warmup_steps, cfg.steps // 4), mask_loss=cfg.mask_loss,
-                   mask_weight=cfg.mask_weight,
+                   warmup_steps=min(cfg.warmup_steps, cfg.steps // 4), color_loss=cfg.color_loss,
+                   mask_loss=cfg.mask_loss, mask_weight=cfg.mask_weight, mask_margin=cfg.mask_margin,
                    eikonal_weight=cfg.eikonal_weight,
                    curvature_weight=cfg.curvature_weight if cfg.field == "hashgrid" else 0.0,
-                   checkpoint_every=cfg.checkpoint_every, seed=seed)
+                   pose_refine=cfg.pose_refine, checkpoint_every=cfg.checkpoint_every, seed=seed,
+                   anneal_fraction=ANNEAL_FRACTION)
+
+
+def silhouette_band(masks: np.ndarray, margin: int) -> np.ndarray:
+    """Per pixel (N,H,W bool), whether it lies within ``margin`` pixels of its view's silhouette edge."""
+    from scipy import ndimage
+
+    band = np.zeros(masks.shape, bool)
+    if margin <= 0:
+        return band
+    for i, silhouette in enumerate(masks >= 0.5):
+        grown = ndimage.binary_dilation(silhouette, iterations=margin)
+        shrunk = ndimage.binary_erosion(silhouette, iterations=margin, border_value=1)
+        band[i] = grown & ~shrunk
+    return band
 
 
 class RayBank:
-    """Every pixel of every view as a ray with its colour and soft mask, on the training device."""
+    """Every pixel of every view as a ray with its colour, soft mask, the mask term's weight (0 in
+    the silhouette band ``mask_margin`` leaves out) and its view's index, on the training device."""
 
-    def __init__(self, views: Views, device: torch.device) -> None:
+    def __init__(self, views: Views, device: torch.device, mask_margin: int = 0) -> None:
         width, height = views.size
         origins, dirs = [], []
         for K, pose in zip(views.Ks, views.poses):
@@ -72,13 +105,19 @@ class RayBank:
         self.dirs = as_tensor(np.stack(dirs))
         self.colors = as_tensor(views.images)
         self.masks = torch.from_numpy(np.ascontiguousarray(views.masks, dtype=np.float32).reshape(-1)).to(device)
+        keep = ~silhouette_band(views.masks, mask_margin)
+        self.mask_weights = torch.from_numpy(keep.reshape(-1).astype(np.float32)).to(device)
+        count, pixels = views.masks.shape[0], width * height
+        self.view_ids = torch.arange(count, device=device).repeat_interleave(pixels)
 
     def __len__(self) -> int:
         return self.origins.shape[0]
 
     def sample(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """Origins, directions, colours, masks, mask weights and view indices of ``count`` random rays."""
         index = torch.randint(0, len(self), (count,), generator=generator, device="cpu").to(self.origins.device)
-        return self.origins[index], self.dirs[index], self.colors[index], self.masks[index]
+        return (self.origins[index], self.dirs[index], self.colors[index], self.masks[index],
+                self.mask_weights[index], self.view_ids[index])
 
 
 def learning_rate_factor(step: int, settings: TrainSettings) -> float:
@@ -102,8 +141,14 @@ def field_adam(field: NeuSField, learning_rate: float, encoding_learning_rate: f
     return torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
 
 
-def make_optimizer(field: NeuSField, settings: TrainSettings) -> torch.optim.Optimizer:
-    return field_adam(field, settings.learning_rate, settings.encoding_learning_rate)
+def make_optimizer(field: NeuSField, settings: TrainSettings, poses: Optional[PoseCorrection] = None
+                   ) -> torch.optim.Optimizer:
+    """The field's Adam, with the camera corrections in a group of their own (rate 0 until the warm-up ends)."""
+    optimizer = field_adam(field, settings.learning_rate, settings.encoding_learning_rate)
+    if poses is not None:
+        optimizer.add_param_group({"params": list(poses.parameters()), "lr": 0.0, "base_lr": settings.pose_learning_rate,
+                                   "poses": True})
+    return optimizer
 
 
 def curvature_loss(field: NeuSField, points: torch.Tensor, weights: torch.Tensor, count: int = 1024) -> torch.Tensor:
@@ -133,44 +178,66 @@ def restore_random_states(states: dict, device: torch.device) -> None:
 
 def save_checkpoint(path: Path, field: NeuSField, optimizer: torch.optim.Optimizer, step: int,
                     generator: torch.Generator, grid: Optional[torch.nn.Module] = None,
-                    device: torch.device = torch.device("cpu")) -> None:
+                    device: torch.device = torch.device("cpu"), poses: Optional[PoseCorrection] = None) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save({"field": field.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                 "rng": generator.get_state(), **random_states(device),
-                "grid": grid.state_dict() if grid is not None else None}, tmp)
+                "grid": grid.state_dict() if grid is not None else None,
+                "poses": poses.state_dict() if poses is not None else None}, tmp)
     os.replace(tmp, path)
 
 
 def render_batch(field: NeuSField, origins: torch.Tensor, dirs: torch.Tensor, render: RenderSettings,
-                 grid: Optional[torch.nn.Module], cos_anneal_ratio: float, training: bool) -> dict:
-    """Dense coarse-to-fine rendering, or packed samples from the occupancy grid when there is one."""
+                 grid: Optional[torch.nn.Module], cos_anneal_ratio: float, training: bool,
+                 view_ids: Optional[torch.Tensor] = None) -> dict:
+    """Dense coarse-to-fine rendering, or packed samples from the occupancy grid when there is one;
+    ``view_ids`` (one per ray) pick each ray's appearance code."""
     if grid is None:
         return render_rays(field, origins, dirs, render, cos_anneal_ratio=cos_anneal_ratio, perturb=training,
-                           training=training)
+                           training=training, view_ids=view_ids)
     ray_indices, t_starts, t_ends = grid.sample(origins, dirs, perturb=training)
     return render_packed(field, origins, dirs, ray_indices, t_starts, t_ends, render, cos_anneal_ratio, training,
-                         weights_fn=getattr(grid, "weights", None))
+                         weights_fn=getattr(grid, "weights", None), view_ids=view_ids)
 
 
-def mask_term(opacity: torch.Tensor, masks: torch.Tensor, kind: str) -> torch.Tensor:
-    """How far the rendered opacity is from the soft mask: mean squared error or binary cross-entropy."""
+def mask_term(opacity: torch.Tensor, masks: torch.Tensor, kind: str,
+              weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """How far the rendered opacity is from the soft mask: mean squared error or binary cross-entropy,
+    averaged over the rays (``weights``: 0 leaves a ray out, as the silhouette band does)."""
+    reduction = "mean" if weights is None else "none"
     if kind == "mse":
-        return F.mse_loss(opacity, masks)
-    return F.binary_cross_entropy(opacity.clamp(1e-3, 1 - 1e-3), masks)
+        per_ray = F.mse_loss(opacity, masks, reduction=reduction)
+    else:
+        per_ray = F.binary_cross_entropy(opacity.clamp(1e-3, 1 - 1e-3), masks, reduction=reduction)
+    return per_ray if weights is None else (per_ray * weights).sum() / per_ray.numel()
+
+
+def color_term(rendered: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """Mean colour error per ray: L1 over the channels, or the official soft-L1 (a ray's colour error
+    as a distance, so one wrong channel costs what it costs, not three times)."""
+    if kind == "soft_l1":
+        return torch.sqrt(((rendered - target) ** 2).sum(-1) + SOFT_L1_EPSILON).mean()
+    return F.l1_loss(rendered, target)
 
 
 def step_loss(field: NeuSField, origins: torch.Tensor, dirs: torch.Tensor, colors: torch.Tensor,
               masks: torch.Tensor, settings: TrainSettings, render: RenderSettings,
-              grid: Optional[torch.nn.Module], cos_anneal_ratio: float) -> torch.Tensor:
-    """L1 colour + mask (MSE or BCE) + eikonal (+ curvature) of one batch of rays."""
-    out = render_batch(field, origins, dirs, render, grid, cos_anneal_ratio, training=True)
-    color_loss = F.l1_loss(out["color"], colors)
-    mask_loss = mask_term(out["opacity"], masks, settings.mask_loss)
+              grid: Optional[torch.nn.Module], cos_anneal_ratio: float, mask_weights: Optional[torch.Tensor] = None,
+              view_ids: Optional[torch.Tensor] = None, poses: Optional[PoseCorrection] = None) -> torch.Tensor:
+    """Colour + mask (MSE or BCE) + eikonal (+ curvature) of one batch of rays (moved by ``poses``)."""
+    if poses is not None:
+        origins, dirs = poses(origins, dirs, view_ids)
+    out = render_batch(field, origins, dirs, render, grid, cos_anneal_ratio, training=True,
+                       view_ids=view_ids if field.config.appearance_dim else None)
+    color_loss = color_term(out["color"], colors, settings.color_loss)
+    mask_loss = mask_term(out["opacity"], masks, settings.mask_loss, mask_weights if settings.mask_margin else None)
     inside = out["inside"]
     eikonal = (((out["grad_norm"] - 1) ** 2) * inside).sum() / inside.sum().clamp(min=1)
     loss = color_loss + settings.mask_weight * mask_loss + settings.eikonal_weight * eikonal
     if settings.curvature_weight > 0:
         loss = loss + settings.curvature_weight * curvature_loss(field, out["points"], out["weights"])
+    if poses is not None:
+        loss = loss + settings.pose_weight * poses.penalty()
     return loss
 
 
@@ -210,17 +277,23 @@ class ChunkedStep:
 
 def train(field: NeuSField, views: Views, settings: TrainSettings, render: RenderSettings, device: torch.device,
           checkpoint: Optional[Path] = None, on_step: Optional[Callable[[int, float], None]] = None,
-          grid: Optional[torch.nn.Module] = None) -> dict:
+          grid: Optional[torch.nn.Module] = None, poses: Optional[PoseCorrection] = None) -> dict:
     """Fit ``field`` to ``views``; resumes from ``checkpoint`` when it exists. Returns loss history.
 
     With ``grid`` (``reconstruct.occupancy``), rays are sampled by occupancy-grid marching and the
     grid is refreshed from the field every ``grid_update_every`` steps; otherwise dense sampling.
+    With ``settings.pose_refine`` the views' cameras are refined too: ``poses`` (made here when not
+    given) holds the corrections afterwards.
     """
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
-    bank = RayBank(views, device)
+    bank = RayBank(views, device, settings.mask_margin)
     field.to(device).train()
-    optimizer = make_optimizer(field, settings)
+    if settings.pose_refine and poses is None:
+        poses = PoseCorrection(len(views.images))
+    if poses is not None:
+        poses.to(device).train()
+    optimizer = make_optimizer(field, settings, poses)
     start = 0
     if checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -230,28 +303,33 @@ def train(field: NeuSField, views: Views, settings: TrainSettings, render: Rende
         restore_random_states(state, device)  # the samplers' jitter: a resume continues the same run
         if grid is not None and state.get("grid") is not None:
             grid.load_state_dict(state["grid"])
+        if poses is not None and state.get("poses") is not None:
+            poses.load_state_dict(state["poses"])
         start = state["step"]
         log.info("reconstruct: resuming training from the checkpoint at step %d", start)
     history = []
     anneal_steps = max(1, int(settings.steps * settings.anneal_fraction))
+    pose_start = int(settings.steps * settings.pose_warmup_fraction)
     step_in_chunks = ChunkedStep(settings.rays_per_step)
     for step in range(start, settings.steps):
         factor = learning_rate_factor(step, settings)
         for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * factor
+            group["lr"] = 0.0 if group.get("poses") and step < pose_start else group["base_lr"] * factor
         batch = bank.sample(settings.rays_per_step, generator)
         if grid is not None and step % settings.grid_update_every == 0:
             grid.update(field)
-        anneal = min(1.0, step / anneal_steps)
-        value = step_in_chunks(field, optimizer, batch, lambda o, d, c, m: step_loss(
-            field, o, d, c, m, settings, render, grid, anneal))
+        anneal = min(1.0, step / anneal_steps) if settings.anneal_fraction > 0 else 1.0
+        value = step_in_chunks(field, optimizer, batch, lambda o, d, c, m, w, v: step_loss(
+            field, o, d, c, m, settings, render, grid, anneal, w, v, poses))
         history.append(value)
         if on_step is not None:
             on_step(step, value)
         done = step + 1
         if checkpoint is not None and done % settings.checkpoint_every == 0 and done < settings.steps:
-            save_checkpoint(checkpoint, field, optimizer, done, generator, grid, device)
+            save_checkpoint(checkpoint, field, optimizer, done, generator, grid, device, poses)
     field.eval()
+    if poses is not None:
+        poses.eval()
     return {"loss_first": history[0] if history else None, "loss_last": history[-1] if history else None,
             "steps": settings.steps, "resumed_from": start, "inv_s": field.inv_s().item(),
             "sampler": "dense" if grid is None else f"occupancy grid ({grid.backend})",

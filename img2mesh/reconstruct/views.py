@@ -88,11 +88,15 @@ def read_cameras(folder: Path, count: int, width: int, path: Optional[Path] = No
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{path} is not a cameras file ({exc})") from None
     Ks = (np.repeat(K[None], len(poses), 0) if K.shape == (3, 3) else K).copy()
-    if Ks.ndim == 3 and Ks.shape[1:] == (3, 3):
-        Ks[:, :2] *= width / size
-    if poses.shape != (count, 3, 4) or Ks.shape != (count, 3, 3):
-        raise InputError(f"{path} describes {len(poses)} cameras (poses {poses.shape}, K {Ks.shape}) "
-                         f"but the folder holds {count} views")
+    if poses.ndim == 0 or len(poses) != count:
+        raise InputError(f"{path} describes {len(poses) if poses.ndim else 0} cameras but the folder holds {count} views")
+    if Ks.ndim == 0 or len(Ks) != count:
+        raise InputError(f"{path} has {len(Ks) if Ks.ndim else 0} intrinsics K for {count} views (give one, or one per view)")
+    if poses.shape[1:] != (3, 4):
+        raise InputError(f"{path}: each pose must be a 3x4 world-to-camera matrix [R|t], got {poses.shape[1:]}")
+    if Ks.shape[1:] != (3, 3):
+        raise InputError(f"{path}: K must be a 3x3 matrix (or one per view), got {Ks.shape[1:]}")
+    Ks[:, :2] *= width / size
     return Ks, poses
 
 

@@ -19,6 +19,17 @@ def project(points: np.ndarray, K: np.ndarray, pose: np.ndarray) -> tuple[np.nda
     return np.floor(uv[:, 0] / safe).astype(np.int64), np.floor(uv[:, 1] / safe).astype(np.int64), z
 
 
+def background_votes(points: np.ndarray, masks: np.ndarray, Ks: np.ndarray, poses: np.ndarray) -> np.ndarray:
+    """How many views see each point (N,3) as background, or not at all (N int)."""
+    votes = np.zeros(len(points), np.int32)
+    for mask, K, pose in zip(masks, Ks, poses):
+        x, y, z = project(points, K, pose)
+        height, width = mask.shape
+        ok = (x >= 0) & (y >= 0) & (x < width) & (y < height) & (z > 0)
+        votes += ~(ok & mask[y.clip(0, height - 1), x.clip(0, width - 1)])
+    return votes
+
+
 def inside_all(points: np.ndarray, masks: np.ndarray, Ks: np.ndarray, poses: np.ndarray) -> np.ndarray:
     """Whether each point projects into the foreground of every mask (N bool)."""
     inside = np.ones(len(points), bool)
@@ -30,11 +41,20 @@ def inside_all(points: np.ndarray, masks: np.ndarray, Ks: np.ndarray, poses: np.
     return inside
 
 
-def carve(masks: np.ndarray, Ks: np.ndarray, poses: np.ndarray, resolution: int, bound: float) -> np.ndarray:
-    """Occupancy (resolution³ bool, indexed [x, y, z]) of the hull inside [-bound, bound]³."""
+def carve(masks: np.ndarray, Ks: np.ndarray, poses: np.ndarray, resolution: int, bound: float,
+          tolerance: int = 0) -> np.ndarray:
+    """Occupancy (resolution³ bool, indexed [x, y, z]) of the hull inside [-bound, bound]³.
+
+    ``tolerance`` 0 is the visual hull, the strict intersection of the silhouettes. With ``tolerance``
+    k, a cell is carved away only where more than k views see background there: silhouettes that
+    disagree a little (a misplaced or eroded one, as generated views have) no longer cut off what the
+    other views agree on, at the price of a hull that is fatter where only k views would carve.
+    """
     line = np.linspace(-bound, bound, resolution)
     points = np.stack(np.meshgrid(line, line, line, indexing="ij"), -1).reshape(-1, 3)
-    return inside_all(points, masks, Ks, poses).reshape((resolution,) * 3)
+    if tolerance == 0:
+        return inside_all(points, masks, Ks, poses).reshape((resolution,) * 3)
+    return (background_votes(points, masks, Ks, poses) <= tolerance).reshape((resolution,) * 3)
 
 
 def silhouette_agreement(masks: np.ndarray, Ks: np.ndarray, poses: np.ndarray, bound: float,

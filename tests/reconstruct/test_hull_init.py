@@ -8,7 +8,7 @@ import pytest
 import torch
 import trimesh
 
-from img2mesh.reconstruct.hull_init import fit_to_hull, hull_signed_distance
+from img2mesh.reconstruct.hull_init import HullSettings, fit_to_hull, hull_signed_distance
 from img2mesh.reconstruct.views import load_views
 from img2mesh.utils.hull import carve
 
@@ -49,8 +49,8 @@ def test_the_field_starts_where_the_hull_is(tmp_path):
     views = load_views(render_views(legged_table(), tmp_path / "v", size=64))
     field = small_field()
     before = agreement_with_hull(field, views)
-    info = fit_to_hull(field, views, BOUND, steps=250, seed=0, device=torch.device("cpu"), variance=0.5,
-                       eikonal_weight=0.1)
+    info = fit_to_hull(field, views, BOUND, HullSettings(steps=250, variance=0.5, tolerance=0, eikonal_weight=0.1),
+                       seed=0, device=torch.device("cpu"))
     assert field.variance.item() == 0.5  # training starts sharp: the surface is already in place
     leg_tips = torch.tensor([[0.25, 0.25, -0.28], [-0.25, -0.25, -0.28]])
     with torch.no_grad():
@@ -63,8 +63,8 @@ def test_an_empty_hull_is_refused_so_the_sphere_stays(tmp_path):
     views = load_views(render_views(box_mesh(), tmp_path / "v", size=32))
     views.masks[:] = 0.0  # masks that agree on nothing
     with pytest.raises(ValueError, match="empty"):
-        fit_to_hull(small_field(), views, BOUND, steps=5, seed=0, device=torch.device("cpu"), variance=0.5,
-                       eikonal_weight=0.1)
+        fit_to_hull(small_field(), views, BOUND, HullSettings(steps=5, variance=0.5, tolerance=0, eikonal_weight=0.1),
+                    seed=0, device=torch.device("cpu"))
 
 
 def run_reconstruct(folder, out, *extra):

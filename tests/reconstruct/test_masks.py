@@ -11,7 +11,7 @@ import torch
 import trimesh
 from PIL import Image
 
-from img2mesh.pipeline.config import load_config
+from img2mesh.app import load_config
 from img2mesh.pipeline.models import ModelCache
 from img2mesh.reconstruct.masks import RemoverMasks
 from img2mesh.reconstruct.trainer import train
@@ -64,7 +64,7 @@ def test_views_without_alpha_get_the_background_removers_soft_masks(tmp_path):
 
 
 def test_auto_masks_fall_back_to_the_threshold_without_the_removers_weights(monkeypatch, img2mesh_log):
-    import img2mesh.utils.weights as weights
+    import img2mesh.segment.weights as weights
 
     monkeypatch.setattr(weights.CarvekitWeight, "locate", lambda self: None)
     images = np.ones((1, 32, 32, 3), np.float32)
