@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 EXAMPLE ?= assets/chicken.png
 OUT ?= out/chicken
 
-.PHONY: install run test bench gpu-check wheelhouse device-wheels clean
+.PHONY: install run test bench docs gpu-check wheelhouse device-wheels clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/startup.py
+
+# docs/configuration.md is generated from the schema (a test fails when it is stale).
+docs: $(STAMP)
+	$(VENV)/bin/img2mesh config --reference > docs/configuration.md
 
 # On a machine with a CUDA GPU: the gpu tests, timed generation, GSO reconstructions and one
 # end-to-end run, ending with one markdown table (logs in gpu-check/, or $$OUT).

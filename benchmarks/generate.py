@@ -82,10 +82,12 @@ def measure(model: SyncDreamer, precision: Precision, guidance: str, steps: int,
 def measure_feedback(model: SyncDreamer, device: torch.device, fit_steps: int = 100, image_size: int = 64) -> dict:
     """Seconds of two feedback operations (``generate.feedback``) on one set of random latents: the
     first (hull start + fit) and the second (warm-started fit), each with decode, render and encode."""
-    from img2mesh.generate.feedback import FeedbackSettings, SamplingFeedback
+    from img2mesh.app import load_config
+    from img2mesh.feedback.operator import FeedbackSettings, SamplingFeedback
 
-    settings = FeedbackSettings(frozenset({1, 2}), 0.5, fit_steps, 1024, image_size)
-    hook = SamplingFeedback(model, settings, 1, 0.6, 0, device)
+    config = load_config(overrides=["generate.feedback.steps=[1, 2]", f"generate.feedback.fit_steps={fit_steps}",
+                                    f"generate.feedback.image_size={image_size}"])
+    hook = SamplingFeedback(model, FeedbackSettings.from_config(config), 1, 0, device)
     c = model.config
     generator = torch.Generator(device=device).manual_seed(0)
     x_t = torch.randn(1, c.view_num, c.vae.z_channels, c.latent_size, c.latent_size, generator=generator,

@@ -7,16 +7,61 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, List, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from img2mesh import __version__
 from img2mesh.errors import Img2MeshError, UsageError
 
+
+class OneLineErrors(TyperGroup):
+    """The command group: a usage error found while parsing (an unknown flag, a bad value, a missing
+    ``-o``) is one ``error:`` line and exit 2, like every other usage error, and with ``--json`` also
+    the JSON document on stdout, as the README promises for every failure."""
+
+    def main(self, args: Optional[List[str]] = None, prog_name: Optional[str] = None,
+             complete_var: Optional[str] = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        errors = _click_exceptions()
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(args=argv, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
+                                **extra)
+        except errors.NoArgsIsHelpError:  # no command at all: the help, and exit 2 as before
+            super().main(args=["--help"], prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
+                         **extra)
+            sys.exit(2)
+        except errors.ClickException as exc:
+            command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "img2mesh"
+            message = f"{exc.format_message()} (see {command} --help)"
+            if "--json" in argv:
+                from img2mesh.pipeline.summary import document
+
+                _print_json(document([], exc.exit_code, message, "usage"), sys.stdout)
+            _print_error(message)
+            sys.exit(exc.exit_code)
+        except errors.Abort:
+            _print_error("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_exceptions() -> Any:
+    """The exceptions of the click that typer runs on (recent typer vendors its own copy)."""
+    import typer.core
+
+    click = getattr(typer.core, "_click", None)
+    if click is None:
+        import click
+    return click.exceptions
+
+
 app = typer.Typer(
     name="img2mesh",
-    help="Turn a single photo into a coloured 3D mesh: segment -> elevation -> generate -> reconstruct -> mesh.",
+    help="Turn a single photo into a coloured 3D mesh: segment -> elevation -> generate -> enhance -> reconstruct "
+         "-> mesh.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineErrors,
 )
 weights_app = typer.Typer(help="List, pre-fetch and locate the weight files (for offline machines).",
                           no_args_is_help=True)
@@ -113,10 +158,12 @@ def run(
                                           help="Allow unpickling a checkpoint that safe loading refuses."),
     no_segment: bool = typer.Option(False, "--no-segment",
                                     help="Skip background removal: use the image's alpha, or all of it."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="A caption of the object: what enhance and refine "
+                                                                "guide with (enhance.prompt, refine.prompt)."),
     offline: OfflineOpt = False,
     ray: Optional[str] = typer.Option(None, "--ray", metavar="auto|local|ADDRESS",
                                       help="Spread the inputs over a Ray cluster's workers (pip install "
-                                           "'img2mesh[ray]'); auto joins the running cluster, else starts one here."),
+                                           "'img2mesh\\[ray]'); auto joins the running cluster, else starts one here."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1,
                                           help="With --ray: at most this many workers (default: one per GPU)."),
     quiet: QuietOpt = False,
@@ -134,6 +181,8 @@ def run(
         values["reconstruct.select"] = int(select) if select.strip().isdigit() else select.strip().lower()
     if no_segment:
         values["segment.use_alpha"] = "always"
+    if prompt is not None:
+        values["enhance.prompt"] = values["refine.prompt"] = prompt
     if trust_checkpoint:
         values["generate.trust_checkpoint"] = True
     request = RunRequest(inputs=inputs, out=out, preset=preset, config_file=config, overrides=list(set_),
@@ -312,13 +361,20 @@ def show_config(
     preset: PresetOpt = "default",
     config: ConfigOpt = None,
     set_: SetOpt = [],
+    reference: bool = typer.Option(False, "--reference", help="Print every key with its default, values, presets "
+                                                              "and meaning as Markdown (docs/configuration.md)."),
     verbose: VerboseOpt = False,
 ) -> None:
     """Print the resolved configuration (defaults, preset, --config, --set) as YAML: every key."""
     import yaml
 
-    from img2mesh.pipeline.config import load_config
+    from img2mesh.app import config_schema, load_config
 
+    if reference:
+        from img2mesh.pipeline.reference import configuration_reference
+
+        typer.echo(configuration_reference(config_schema()), nl=False)
+        return
     resolved = _guard(verbose, lambda: load_config(preset, config, list(set_)))
     typer.echo(yaml.safe_dump(resolved.to_dict(), sort_keys=False, default_flow_style=False), nl=False)
 
@@ -326,44 +382,32 @@ def show_config(
 @app.command()
 def stages() -> None:
     """List the stages in order, with what they read, write and depend on."""
-    from rich.console import Console
-
     from img2mesh.app import default_stages
-    from img2mesh.console import stages_table
+    from img2mesh.console import output_console, stages_table
 
-    Console().print(stages_table(default_stages()))
+    output_console().print(stages_table(default_stages()))
 
 
 @app.command()
 def doctor() -> None:
     """Report Python, torch, CUDA/GPUs, optional accelerators and which weights are present."""
-    from rich.console import Console
-
-    from img2mesh.console import rows_table
+    from img2mesh.console import output_console, rows_table
     from img2mesh.doctor import report
 
-    console = Console()
+    console = output_console()
     for title, rows in report().items():
         console.print(rows_table(title, rows))
-
-
-def _hub_sources() -> list[str]:
-    """SyncDreamer's default Hub sources (``generate.hub_sources``) for the weights commands."""
-    from img2mesh.pipeline.config import GenerateConfig
-
-    return GenerateConfig().hub_sources
 
 
 @weights_app.command("list")
 def weights_list() -> None:
     """Every weight file: what uses it, where it comes from, and whether it is here."""
-    from rich.console import Console
+    from img2mesh.app import weight_registry
+    from img2mesh.console import output_console, weights_table
+    from img2mesh.utils.weights import environment_summary
 
-    from img2mesh.console import weights_table
-    from img2mesh.utils.weights import environment_summary, registry
-
-    console = Console()
-    console.print(weights_table(registry(_hub_sources())))
+    console = output_console()
+    console.print(weights_table(weight_registry()))
     console.print(", ".join(f"{k}: {v}" for k, v in environment_summary().items()))
 
 
@@ -373,10 +417,9 @@ def weights_download(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Fetch weight files into their caches so that later runs work offline."""
-    from img2mesh.utils.weights import get_weight, registry
+    from img2mesh.app import get_weight, weight_registry
 
-    sources = _hub_sources()
-    entries = _guard(verbose, lambda: [get_weight(n, sources) for n in names] if names else registry(sources))
+    entries = _guard(verbose, lambda: [get_weight(n) for n in names] if names else weight_registry())
     failed = 0
     for entry in entries:
         try:
@@ -394,11 +437,11 @@ def weights_path(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Print where a weight file is cached (exit 1 when it is not present)."""
+    from img2mesh.app import get_weight
     from img2mesh.errors import WeightsError
-    from img2mesh.utils.weights import get_weight
 
     def locate() -> Path:
-        entry = get_weight(name, _hub_sources())
+        entry = get_weight(name)
         path = entry.locate()
         if path is None:
             raise WeightsError(f"{name} is not downloaded; run `img2mesh weights download {name}`")
@@ -407,8 +450,15 @@ def weights_path(
     typer.echo(str(_guard(verbose, locate)))
 
 
+HELP_WIDTH_PIPED = "120"  # help piped to a file or a pager: wider than Rich's 80 columns
+
+
 def main() -> None:
     """Console-script entry point."""
+    import os
+
+    if not sys.stdout.isatty() and not os.environ.get("TERMINAL_WIDTH") and not os.environ.get("COLUMNS"):
+        os.environ["TERMINAL_WIDTH"] = HELP_WIDTH_PIPED  # read by typer's help formatter when it first loads
     app(prog_name="img2mesh")
 
 

@@ -21,6 +21,18 @@ if TYPE_CHECKING:
     from img2mesh.utils.weights import WeightFile
 
 log = logging.getLogger("img2mesh")
+# Rich draws for an 80-column terminal when stdout is a file or a pipe, folding and cutting table cells
+# (config keys, download sources) that a script or a saved listing needs whole: there, draw wider.
+PIPED_WIDTH = 400
+
+
+def output_console() -> Any:
+    """The Console for results on stdout: the terminal's width, or :data:`PIPED_WIDTH` when piped."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=PIPED_WIDTH)
 
 
 class BarTask:
@@ -46,7 +58,7 @@ class ConsoleReporter:
         self.quiet = quiet
         self.verbose = verbose
         self.err = Console(stderr=True)
-        self.out = Console()
+        self.out = output_console()
         self._setup_logging()
 
     def _setup_logging(self) -> None:
@@ -119,7 +131,7 @@ class ConsoleReporter:
 # Tables the CLI prints. Built here so the CLI stays a thin layer of parsing and printing.
 
 _STATUS_STYLE = {"done": "green", "skipped": "cyan", "kept": "cyan", "failed": "red",
-                 "interrupted": "yellow", "not run": "dim"}
+                 "interrupted": "yellow", "not run": "dim", "off": "dim"}
 
 
 def titled_table(title: str, columns: tuple[str, ...]) -> Any:

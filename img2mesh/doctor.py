@@ -81,6 +81,8 @@ def torch_rows() -> list[Row]:
 
 def accelerator_rows() -> list[Row]:
     """Optional libraries, and what the reconstruct stage will use because of them."""
+    from img2mesh.mesh.remesh import quad_remesher_status
+
     tcnn = _import_status("tinycudann", "tinycudann")
     rows = [
         ("tinycudann", tcnn),
@@ -89,9 +91,19 @@ def accelerator_rows() -> list[Row]:
         ("diffusers", _import_status("diffusers", "diffusers")),
         ("transformers", _import_status("transformers", "transformers")),
         ("ray (for --ray)", _installed("ray", "pip install 'img2mesh[ray]'")),
+        ("pyinstantmeshes (for --remesh quad)", quad_remesher_status()),
         ("ffmpeg", _ffmpeg()),
     ]
-    backend = "tinycudann" if tcnn[:1].isdigit() and "fails" not in tcnn else "pure PyTorch"
+    tcnn_runs = tcnn[:1].isdigit() and "fails" not in tcnn
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except Exception:  # torch missing or broken: reported in its own section
+        cuda = False
+    backend = ("tinycudann" if tcnn_runs and cuda else
+               "pure PyTorch (a hash-grid field trained with tinycudann elsewhere cannot be meshed here: its "
+               "weights are saved with their encoding and refused by another one)")
     rows.append(("hash-grid encoding", backend))
     try:
         from img2mesh.reconstruct.occupancy import sampler_summary
@@ -105,14 +117,14 @@ def accelerator_rows() -> list[Row]:
 
 def weight_rows() -> list[Row]:
     """Cache locations and each weight file: present (with its path) or missing."""
+    from img2mesh.app import weight_registry
     from img2mesh.generate.loading import cache_dir
-    from img2mesh.pipeline.config import GenerateConfig
-    from img2mesh.utils.weights import environment_summary, registry
+    from img2mesh.utils.weights import environment_summary
 
     rows = list(environment_summary().items())
     converted = sorted(cache_dir().glob("syncdreamer-*.safetensors")) if cache_dir().is_dir() else []
     rows.append(("img2mesh cache", f"{cache_dir()} ({len(converted)} converted checkpoint(s))"))
-    for entry in registry(GenerateConfig().hub_sources):
+    for entry in weight_registry():
         path = entry.locate()
         rows.append((f"weights: {entry.name}", str(path) if path else f"missing ({entry.size})"))
     return rows

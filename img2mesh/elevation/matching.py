@@ -55,7 +55,7 @@ def sift_matches(image_a: np.ndarray, image_b: np.ndarray, mask_a: np.ndarray, m
 
 def loftr_matches(image_a: np.ndarray, image_b: np.ndarray, mask_a: np.ndarray, mask_b: np.ndarray,
                   matcher: "torch.nn.Module", device: str = "cpu", size: int = 480) -> Matches:
-    """kornia LoFTR matches (``matcher``: ``get_weight("loftr").load(device)``), kept where both ends
+    """kornia LoFTR matches (``matcher``: ``loftr_weight(variant).load(device)``), kept where both ends
     lie on the foreground. Both views are matched as ``size``² grey images (One-2-3-45: 480²) and the
     keypoints come back in the views' own pixels."""
     import cv2

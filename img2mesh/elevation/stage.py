@@ -6,6 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from img2mesh.elevation.config import ElevationConfig
+from img2mesh.elevation.report import panel
+from img2mesh.elevation.weights import stage_weights
 from img2mesh.pipeline.contract import Stage, StageContext
 from img2mesh.utils.files import atomic_save_image, atomic_write_bytes, atomic_write_json
 
@@ -81,9 +84,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if cfg.matcher == "sift":
         matcher = sift_matches
     else:
-        from img2mesh.utils.weights import get_weight
+        from img2mesh.elevation.weights import loftr_weight
 
-        weights = get_weight("loftr" if cfg.loftr_weights == "indoor_new" else "loftr_outdoor")
+        weights = loftr_weight(cfg.loftr_weights)
         loftr = ctx.models.get("loftr", cfg.loftr_weights, lambda: weights.load(ctx.device), ctx.device)
 
         def matcher(a, b, ma, mb):
@@ -131,4 +134,7 @@ STAGE = Stage(
     run=run,
     models=("syncdreamer", "loftr"),
     check_config=check_config,
+    config=ElevationConfig,
+    weights=stage_weights,
+    report=panel,
 )

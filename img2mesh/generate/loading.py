@@ -122,9 +122,9 @@ def resolve_checkpoint(checkpoint: Optional[str], hub_sources: list[str]) -> Pat
         if not path.is_file():
             raise WeightsError(f"SyncDreamer checkpoint {path} does not exist")
         return path
-    from img2mesh.utils.weights import get_weight
+    from img2mesh.generate.weights import syncdreamer_weight
 
-    return get_weight("syncdreamer", hub_sources).download()
+    return syncdreamer_weight(hub_sources).download()
 
 
 def load_syncdreamer(

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from diffusers import AutoencoderKL
     from transformers import CLIPVisionModelWithProjection
 
-    from img2mesh.pipeline.config import GenerateConfig
+    from img2mesh.generate.config import GenerateConfig
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from img2mesh.pipeline.config import AUTO_MAX_SETS
+from img2mesh.generate.config import AUTO_MAX_SETS
 
 if TYPE_CHECKING:
     import torch

@@ -20,7 +20,7 @@ from img2mesh.generate.scheduler import DDIMSchedule
 from img2mesh.utils.device import halving_on_out_of_memory
 
 if TYPE_CHECKING:
-    from img2mesh.pipeline.config import GenerateConfig
+    from img2mesh.generate.config import GenerateConfig
 
 log = logging.getLogger("img2mesh")
 RandN = Callable[[tuple[int, ...]], torch.Tensor]

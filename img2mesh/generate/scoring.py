@@ -3,8 +3,10 @@
 Two weight-free signals, each in [0, 1]:
 
 * **consistency**: carve a visual hull from the 16 foreground masks at their cameras and measure, per
-  view, how much of its silhouette the hull explains (``utils.hull.silhouette_agreement``); the mean
-  over views. A view of another shape, or a view at the wrong azimuth, carves the others away.
+  view, how much of its silhouette the hull explains (``utils.hull.silhouette_agreement``), times
+  the share of the view's border that is background (SyncDreamer frames the whole object with a
+  margin, so a silhouette that fills the frame, as noise does, is no object); the mean over views.
+  A view of another shape, or a view at the wrong azimuth, carves the others away.
 * **input agreement**: the generated view whose camera is nearest the input's, compared with the
   input on white: 1 - mean absolute colour difference over the union of both foregrounds.
 
@@ -59,14 +61,21 @@ def scale_intrinsics(K: np.ndarray, ratio: float) -> np.ndarray:
     return scaled
 
 
+def border_background(masks: np.ndarray) -> np.ndarray:
+    """Per mask (N,H,W bool), the share of its one-pixel border that is background."""
+    border = np.concatenate([masks[:, 0], masks[:, -1], masks[:, 1:-1, 0], masks[:, 1:-1, -1]], axis=1)
+    return 1.0 - border.mean(axis=1)
+
+
 def consistency(views: np.ndarray, Ks: np.ndarray, poses: np.ndarray, bound: float) -> np.ndarray:
-    """Per-view silhouette agreement of one set of N uint8 views (N,H,W,3) on white."""
+    """Per-view silhouette agreement of one set of N uint8 views (N,H,W,3) on white, discounted by how
+    much of each view's border its silhouette covers."""
     from img2mesh.utils.hull import silhouette_agreement
 
     size = views.shape[1]
     masks = np.stack([_shrink(foreground(v).astype(np.float32), SCORE_SIZE) > 0.5 for v in views])
     small_K = np.stack([scale_intrinsics(K, SCORE_SIZE / size) for K in Ks])
-    return silhouette_agreement(masks, small_K, poses, bound)
+    return silhouette_agreement(masks, small_K, poses, bound) * border_background(masks)
 
 
 def nearest_view(poses: np.ndarray, input_pose: np.ndarray) -> int:

@@ -1,14 +1,23 @@
-"""The generate stage: the recentred input + its elevation -> 16 synchronized views per sample."""
+"""The generate stage: the recentred input + its elevation -> 16 synchronized views per sample.
+
+3D-aware feedback during sampling is not generation's own: it fits ``reconstruct``'s field, so it
+lives above both (``img2mesh/feedback``) and the application wires it in as ``run``'s ``feedback``
+(a :data:`FeedbackFactory`); this package only calls it.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
+from img2mesh.errors import UsageError
+from img2mesh.generate.config import GenerateConfig
+from img2mesh.generate.report import panel
 from img2mesh.generate.runtime import check_config
+from img2mesh.generate.weights import stage_weights
 from img2mesh.pipeline.contract import Stage, StageContext
 from img2mesh.utils.files import atomic_save_image, atomic_write_bytes, atomic_write_json
 from img2mesh.utils.images import grid
@@ -16,8 +25,13 @@ from img2mesh.utils.images import grid
 if TYPE_CHECKING:
     from img2mesh.generate.scoring import SampleScore
 
+# (the stage's context, the model, the sample sets, the device) -> the sampler's feedback hook, or None
+# when generate.feedback is off. The hook has ``signed_distances()`` and ``summary()`` besides its call.
+FeedbackFactory = Callable[[StageContext, Any, int, Any], Optional[Any]]
 
-def run(ctx: StageContext) -> dict[str, Any]:
+
+def run(ctx: StageContext, feedback: Optional[FeedbackFactory] = None) -> dict[str, Any]:
+    """Generate the views; ``feedback`` (wired in by the application) makes the 3D feedback hook."""
     import torch
 
     from img2mesh.generate.runtime import input_image, sample_sets, syncdreamer
@@ -38,13 +52,15 @@ def run(ctx: StageContext) -> dict[str, Any]:
     randn = seeded_randn(ctx.config.run.seed, device)
     ctx.log.info("generate: %d sample(s), %s guidance %s, %d DDIM steps, eta %.2f, seed %d",
                  sets, cfg.guidance, list(scales), cfg.steps, cfg.eta, ctx.config.run.seed)
-    feedback = sampling_feedback(ctx, model, sets, device)
+    if cfg.feedback.steps and feedback is None:
+        raise UsageError("generate.feedback.steps is set, but this pipeline has no 3D feedback wired in")
+    hook = feedback(ctx, model, sets, device) if feedback is not None else None
     with ctx.progress("denoising", total=cfg.steps) as task:
         latents = sample_latents(model, image, elevation, settings, randn, on_step=lambda i: task.advance(),
-                                 precision=loaded.precision, feedback=feedback)
+                                 precision=loaded.precision, feedback=hook)
     views = decode_views(model, latents).cpu().numpy()
-    if feedback is not None:  # the last fits, for reconstruct.init: feedback
-        for k, grid_values in enumerate(feedback.signed_distances()):
+    if hook is not None:  # the last fits, for reconstruct.init: feedback
+        for k, grid_values in enumerate(hook.signed_distances()):
             atomic_write_bytes(ctx.out_dir / f"sample_{k}" / "feedback" / "sdf.npy", npy_bytes(grid_values))
     for k, sample in enumerate(views):
         folder = ctx.out_dir / f"sample_{k}"
@@ -70,25 +86,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "input_elevation_deg": elevation_deg,
         "scores": [{k: v for k, v in s.to_dict().items() if k != "per_view"} for s in scores],
         "best_sample": best(scores),
-        "feedback": feedback.summary() if feedback is not None else None,
+        "feedback": hook.summary() if hook is not None else None,
     }
-
-
-def sampling_feedback(ctx: StageContext, model: Any, sets: int, device: Any) -> Any:
-    """The 3D-aware feedback hook for ``generate.feedback.*``, or None when it is off; it keeps each
-    feedback step's renders as ``sample_K/feedback/step_SS.png`` (one strip of the 16 views)."""
-    from img2mesh.generate.feedback import FeedbackSettings, SamplingFeedback
-
-    settings = FeedbackSettings.from_config(ctx.config.generate.feedback)
-    if not settings.enabled:
-        return None
-    ctx.log.info("generate: 3D feedback at DDIM steps %s, weight %.2f, %d fitting steps each",
-                 sorted(settings.steps), settings.weight, settings.fit_steps)
-
-    def keep(step: int, k: int, renders: Any) -> None:
-        atomic_save_image(ctx.out_dir / f"sample_{k}" / "feedback" / f"step_{step:02d}.png", grid(renders, len(renders)))
-
-    return SamplingFeedback(model, settings, sets, ctx.config.scene.bound, ctx.config.run.seed, device, keep)
 
 
 def npy_bytes(values: np.ndarray) -> bytes:
@@ -134,4 +133,7 @@ STAGE = Stage(
     run=run,
     models=("syncdreamer",),
     check_config=check_config,
+    config=GenerateConfig,
+    weights=stage_weights,
+    report=panel,
 )

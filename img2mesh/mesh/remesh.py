@@ -71,13 +71,41 @@ def read_obj_polygons(path: Path) -> tuple[np.ndarray, list[list[int]]]:
     return np.asarray(vertices, dtype=np.float64).reshape(-1, 3), faces
 
 
+QUAD_PACKAGE_HINT = ("--remesh quad needs pyinstantmeshes (pip install pyinstantmeshes; wheels for Linux, "
+                     "macOS arm64 and Windows, Python 3.11+)")
+
+
+def quad_remesher_status() -> str:
+    """pyinstantmeshes' version, or why --remesh quad cannot run here (for ``doctor``)."""
+    import importlib.metadata
+
+    try:
+        version = importlib.metadata.version("pyinstantmeshes")
+    except importlib.metadata.PackageNotFoundError:
+        return f"not installed ({QUAD_PACKAGE_HINT})"
+    try:
+        import pyinstantmeshes  # noqa: F401
+    except ImportError as exc:
+        return f"{version}, fails to import ({exc})"
+    return version
+
+
+def check_quad_remesher() -> None:
+    """A UsageError before any work when --remesh quad's package is missing."""
+    from img2mesh.errors import UsageError
+
+    try:
+        import pyinstantmeshes  # noqa: F401
+    except ImportError:
+        raise UsageError(QUAD_PACKAGE_HINT) from None
+
+
 def quad_remesh(vertices: np.ndarray, faces: np.ndarray, target_quads: int) -> QuadMesh:
     """A pure-quad mesh of about ``target_quads`` faces following the surface's principal directions."""
     try:
         import pyinstantmeshes
     except ImportError:
-        raise StageError("mesh: --remesh quad needs pyinstantmeshes (pip install pyinstantmeshes; "
-                         "wheels for Linux, macOS arm64 and Windows, Python 3.11+)") from None
+        raise StageError(f"mesh: {QUAD_PACKAGE_HINT}") from None
     # Pure-quad output subdivides each face of the quad-dominant mesh into four: ask for a quarter.
     goal = max(8, target_quads // 4)
     with tempfile.TemporaryDirectory(prefix="img2mesh-remesh-") as folder:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from img2mesh.mesh.config import MeshConfig
+from img2mesh.mesh.report import panel
 from img2mesh.pipeline.contract import Stage, StageContext
 
 FRAME = "glTF: +Y up, input view along +Z; (X,Y,Z) = world (y,z,x)"
@@ -106,6 +108,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
     return {"per_sample": per_sample, "frame": FRAME}
 
 
+def check_config(config: Any) -> None:
+    """``--remesh quad`` needs its optional package: say so before any stage runs, not after hours."""
+    if config.mesh.remesh == "quad":
+        from img2mesh.mesh.remesh import check_quad_remesher
+
+        check_quad_remesher()
+
+
 _FILES = ("mesh.glb", "mesh.ply", "mesh.obj", "mesh.mtl", "mesh_albedo.png", "preview.png", "turntable.mp4",
           "turntable.gif", "mesh_quad.obj", "mesh_quad.mtl", "mesh_quad_albedo.png")
 STAGE = Stage(
@@ -118,4 +128,7 @@ STAGE = Stage(
     publish=_FILES + tuple(f"sample_*/{name}" for name in _FILES),
     version=3,  # 2: textures, sample folders; 3: components above mesh.min_component kept
     run=run,
+    check_config=check_config,
+    config=MeshConfig,
+    report=panel,
 )

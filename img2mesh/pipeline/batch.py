@@ -38,9 +38,10 @@ class RunRequest:
     force: bool = False
 
 
-def checked_config(request: RunRequest, stages: Sequence[Stage]) -> Config:
-    """The request's config, checked by every stage in the requested range (``Stage.check_config``)."""
-    config = load_config(request.preset, request.config_file, request.overrides, request.values)
+def checked_config(request: RunRequest, schema: type, stages: Sequence[Stage]) -> Config:
+    """The request's config (of ``schema``), checked by every stage in the requested range
+    (``Stage.check_config``)."""
+    config = load_config(schema, request.preset, request.config_file, request.overrides, request.values)
     start, end = stage_range(stages, request.from_stage, request.until_stage)
     for stage in stages[start:end + 1]:
         if stage.check_config is not None:
@@ -48,20 +49,20 @@ def checked_config(request: RunRequest, stages: Sequence[Stage]) -> Config:
     return config
 
 
-def resolve(request: RunRequest, stages: Sequence[Stage]) -> tuple[Config, list, bool]:
+def resolve(request: RunRequest, schema: type, stages: Sequence[Stage]) -> tuple[Config, list, bool]:
     """Validate everything that can be validated before a single file is written."""
-    config = checked_config(request, stages)
+    config = checked_config(request, schema, stages)
     images, batch = collect_images(request.inputs)
     check_output_dir(request.out)
     return config, assign_run_dirs(images, request.out, batch), batch
 
 
-def run_folder(request: RunRequest, stages: Sequence[Stage], reporter: Optional[Reporter] = None,
+def run_folder(request: RunRequest, schema: type, stages: Sequence[Stage], reporter: Optional[Reporter] = None,
                after_each: Optional[AfterEach] = None) -> RunResult:
     """The stages on one folder given as the input (``img2mesh reconstruct VIEWS_DIR``)."""
     from img2mesh.utils.device import resolve_device
 
-    config = checked_config(request, stages)
+    config = checked_config(request, schema, stages)
     (folder,) = request.inputs
     if not Path(folder).is_dir():
         raise UsageError(f"views folder {folder} does not exist or is not a folder")
@@ -77,7 +78,7 @@ def run_folder(request: RunRequest, stages: Sequence[Stage], reporter: Optional[
     return result
 
 
-def run_request_on_cluster(request: RunRequest, stages_factory: "StagesFactory", cluster: "ClusterOptions",
+def run_request_on_cluster(request: RunRequest, schema: type, stages_factory: "StagesFactory", cluster: "ClusterOptions",
                            watch: Optional["Watch"] = None, after_each: Optional[AfterEach] = None,
                            after_batch: Optional[AfterBatch] = None) -> list[RunResult]:
     """``run_request`` with the inputs spread over a Ray cluster's workers (``--ray``).
@@ -88,13 +89,13 @@ def run_request_on_cluster(request: RunRequest, stages_factory: "StagesFactory",
     from img2mesh.pipeline.cluster import import_ray, run_on_cluster
 
     import_ray()  # the missing extra is the first thing to say
-    config, runs, batch = resolve(request, stages_factory())
+    config, runs, batch = resolve(request, schema, stages_factory())
     options = dict(from_stage=request.from_stage, until_stage=request.until_stage, force=request.force)
     return run_on_cluster(config, runs, batch, request.out, stages_factory, options, cluster, watch,
                           after_each, after_batch)
 
 
-def run_request(request: RunRequest, stages: Sequence[Stage], reporter: Optional[Reporter] = None,
+def run_request(request: RunRequest, schema: type, stages: Sequence[Stage], reporter: Optional[Reporter] = None,
                 after_each: Optional[AfterEach] = None, after_batch: Optional[AfterBatch] = None) -> list[RunResult]:
     """Run every input of a request; per-input failures are in the results, usage errors raise.
 
@@ -103,7 +104,7 @@ def run_request(request: RunRequest, stages: Sequence[Stage], reporter: Optional
     from img2mesh.utils.device import resolve_device
 
     stages = list(stages)
-    config, runs, batch = resolve(request, stages)
+    config, runs, batch = resolve(request, schema, stages)
     device = resolve_device(config.run.device)
     runner = Runner(stages, config, device, reporter)
     options = dict(from_stage=request.from_stage, until_stage=request.until_stage, force=request.force)

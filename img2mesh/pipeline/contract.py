@@ -2,7 +2,10 @@
 
 A stage declares what it reads (upstream stages), what it writes (files under ``OUT/<stage>/``),
 which config keys change its result, and which of its files are published at the top of ``OUT/``.
-Its ``run`` function receives a :class:`StageContext` and writes only into ``ctx.out_dir``.
+It also brings its own parts: its config section, the weight files it uses and its panel of the
+HTML report, which the application assembles (adding a stage touches its package and one line of
+``img2mesh/app.py``). Its ``run`` function receives a :class:`StageContext` and writes only into
+``ctx.out_dir``.
 
 The runner reports through a :class:`Reporter` (progress of loops, where a run's log goes, one
 line per input of a batch); the CLI's Rich console is one, :class:`SilentReporter` (the default,
@@ -15,12 +18,16 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Mapping, Optional, Protocol, Sequence
 
 from img2mesh.pipeline.models import ModelCache
 
 if TYPE_CHECKING:
     from img2mesh.pipeline.config import Config
+    from img2mesh.utils.weights import WeightFile
+
+# A stage's panel of OUT/report.html: (the run folder, the manifest's stage records) -> HTML ("" for none).
+ReportPanel = Callable[[Path, Mapping[str, Any]], str]
 
 __all__ = ["ModelCache", "ProgressTask", "Reporter", "SilentReporter", "Stage", "StageContext"]
 
@@ -100,6 +107,11 @@ class Stage:
         config_values: the values of ``config_keys`` that actually change the result, when that
             depends on the config itself (a stage switched off ignores its other settings, so
             changing them must not re-run it or what reads it); default: all of ``config_keys``.
+        config: the dataclass of the stage's config section (``config.<name>``), or None.
+        weights: the weight files the stage uses, for ``img2mesh weights`` and ``doctor``.
+        report: the stage's panel of the HTML report.
+        enabled: whether the config switches the stage on (a stage switched off still runs, to
+            record that, but reports and summaries show it as "off").
     """
 
     name: str
@@ -114,6 +126,10 @@ class Stage:
     models: tuple[str, ...] = ()
     check_config: Optional[Callable[["Config"], None]] = None
     config_values: Optional[Callable[["Config"], dict[str, Any]]] = None
+    config: Optional[type] = None
+    weights: Optional[Callable[["Config"], Sequence["WeightFile"]]] = None
+    report: Optional[ReportPanel] = None
+    enabled: Optional[Callable[["Config"], bool]] = None
 
 
 @dataclass

@@ -25,6 +25,15 @@ def file_record(path: Path) -> dict[str, Any]:
     return {"size": path.stat().st_size, "sha256": sha256_file(path)}
 
 
+def read_only_manifest(run_dir: Path) -> Optional[dict[str, Any]]:
+    """The manifest's data for reading only: None when absent or unreadable (left where it is)."""
+    try:
+        data = json.loads((Path(run_dir) / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("stages", {}), dict) else None
+
+
 class Manifest:
     """The run manifest of one output folder; every save is atomic."""
 

@@ -20,7 +20,7 @@ from img2mesh.errors import Img2MeshError, InputError, StageError, UsageError
 from img2mesh.pipeline.config import Config
 from img2mesh.pipeline.contract import Reporter, SilentReporter, Stage, StageContext
 from img2mesh.pipeline.lock import RunLock
-from img2mesh.pipeline.manifest import Manifest, file_record, now_iso
+from img2mesh.pipeline.manifest import Manifest, file_record, now_iso, read_only_manifest
 from img2mesh.pipeline.models import ModelCache
 from img2mesh.utils.files import atomic_copy, path_size, sha256_file, sha256_json, sha256_path
 
@@ -34,7 +34,7 @@ class StageOutcome:
     """What happened to one stage in this command."""
 
     stage: str
-    status: str  # done | skipped | failed | interrupted | not run | kept
+    status: str  # done | skipped | failed | interrupted | not run | kept | off
     seconds: float = 0.0
     outputs: list[str] = field(default_factory=list)
     error: Optional[str] = None
@@ -67,15 +67,17 @@ class RunResult:
 def stage_fingerprint(stage: Stage, input_sha: str, config: Config, upstream: dict[str, str]) -> str:
     """Digest of everything a stage's result depends on.
 
-    ``upstream`` maps each stage already visited to the digest of its fingerprint and outputs.
+    ``upstream`` maps each stage already visited to the digest of its fingerprint and outputs; a stage the
+    config switches off depends on nothing upstream (it makes nothing from it).
     """
+    off = stage.enabled is not None and not stage.enabled(config)
     return sha256_json({
         "stage": stage.name,
         "version": stage.version,
         "input": input_sha,
         "config": (stage.config_values(config) if stage.config_values is not None
                    else {key: config.get(key) for key in stage.config_keys}),
-        "upstream": {name: upstream[name] for name in stage.reads},
+        "upstream": {} if off else {name: upstream[name] for name in stage.reads},
     })
 
 
@@ -90,6 +92,27 @@ def stage_range(stages: Sequence[Stage], from_stage: Optional[str], until_stage:
     if start > end:
         raise UsageError(f"--from {from_stage} comes after --until {until_stage}")
     return start, end
+
+
+class WarningRecorder(logging.Handler):
+    """Inside its block, keeps the messages of the warnings logged to ``img2mesh`` (for the manifest,
+    from which the report shows them)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message not in self.messages:
+            self.messages.append(message)
+
+    def __enter__(self) -> "WarningRecorder":
+        log.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        log.removeHandler(self)
 
 
 class Runner:
@@ -136,6 +159,8 @@ class Runner:
             for stage in self.stages:
                 if stage.check_input is not None:
                     stage.check_input(image, self.config)
+            if from_stage is not None:
+                self._check_from(image, run_dir, start, from_stage)
             if lock:
                 with RunLock(run_dir):
                     self._run_locked(image, run_dir, start, end, from_stage, force, result)
@@ -151,6 +176,24 @@ class Runner:
             self.models.release(keep=(), park=more_inputs)
         result.seconds = time.perf_counter() - start_time
         return result
+
+    def _check_from(self, image: Path, run_dir: Path, start: int, from_stage: str) -> None:
+        """``--from STAGE`` needs an up-to-date result of every stage before it: checked from the manifest
+        alone, before the run folder, its log or its lock are created."""
+        manifest = Manifest(run_dir, read_only_manifest(run_dir))
+        input_sha = sha256_path(image)
+        handed_down: dict[str, str] = {}
+        for stage in self.stages[:start]:
+            fp = stage_fingerprint(stage, input_sha, self.config, handed_down)
+            record = manifest.stage(stage.name)
+            off = stage.enabled is not None and not stage.enabled(self.config)
+            current = record.get("fingerprint") == fp and (
+                record.get("status") == "off" if off else
+                record.get("status") == "done" and manifest.outputs_intact(stage.name, run_dir / stage.name))
+            if not current:
+                raise InputError(f"cannot start from {from_stage}: stage {stage.name} has no up-to-date result in "
+                                 f"{run_dir}; run without --from first")
+            handed_down[stage.name] = sha256_json([record.get("fingerprint"), record.get("outputs")])
 
     def _models_needed_after(self, index: int, end: int) -> set[str]:
         return {name for stage in self.stages[index + 1:end + 1] for name in stage.models}
@@ -197,6 +240,10 @@ class Runner:
     def _visit(self, stage: Stage, index: int, fp: str, start: int, end: int, from_stage: Optional[str],
                force: bool, image: Path, run_dir: Path, manifest: Manifest) -> StageOutcome:
         name = stage.name
+        if stage.enabled is not None and not stage.enabled(self.config):
+            if start <= index <= end:
+                self._switch_off(stage, fp, run_dir, manifest)
+            return StageOutcome(name, "off")
         record = manifest.stage(name)
         current = (record.get("status") == "done" and record.get("fingerprint") == fp
                    and manifest.outputs_intact(name, run_dir / name))
@@ -239,8 +286,10 @@ class Runner:
             log=log, progress=self.reporter.progress, models=self.models,
         )
         t0 = time.perf_counter()
+        warnings = WarningRecorder()
         try:
-            info = stage.run(ctx) or {}
+            with warnings:
+                info = stage.run(ctx) or {}
             missing = [pattern for pattern in stage.outputs if not any(partial.glob(pattern))]
             if missing:
                 raise StageError(f"stage {name} finished without writing {', '.join(missing)}")
@@ -261,10 +310,21 @@ class Runner:
         self._swap_in(partial, run_dir / name)
         manifest.set_stage(name, status="done", fingerprint=fp, started=started, ended=now_iso(),
                            seconds=round(seconds, 3), outputs=outputs, info={**ctx.info, **info},
-                           published=published_before)
+                           published=published_before, warnings=warnings.messages)
         published = self._publish(stage, run_dir, manifest)
         log.info("%s: done in %.1f s", name, seconds)
         return StageOutcome(name, "done", seconds, outputs=published)
+
+    def _switch_off(self, stage: Stage, fp: str, run_dir: Path, manifest: Manifest) -> None:
+        """Record a stage the config switches off; what an earlier run of it left goes."""
+        if manifest.stage(stage.name).get("status") == "off" and manifest.stage(stage.name).get("fingerprint") == fp:
+            return
+        shutil.rmtree(run_dir / stage.name, ignore_errors=True)
+        shutil.rmtree(run_dir / PARTIAL_DIR / stage.name, ignore_errors=True)
+        manifest.set_stage(stage.name, status="off", fingerprint=fp, ended=now_iso(), outputs={},
+                           published=manifest.stage(stage.name).get("published", []))
+        self._publish(stage, run_dir, manifest)
+        log.info("%s: off", stage.name)
 
     @staticmethod
     def _swap_in(partial: Path, final: Path) -> None:
@@ -297,8 +357,11 @@ class Runner:
                     atomic_copy(path, target)
                 published.append(name)
         before = manifest.stage(stage.name).get("published", [])
+        # A later stage may publish under the same name (refine's mesh.glb over mesh's): not ours to remove.
+        claimed = {n for other, record in manifest.stages.items() if other != stage.name
+                   for n in record.get("published", []) or []}
         for name in before:
-            if name not in published:
+            if name not in published and name not in claimed:
                 stale = run_dir / name
                 stale.unlink(missing_ok=True)  # e.g. a format no longer requested
                 if stale.parent != run_dir and stale.parent.is_dir() and not any(stale.parent.iterdir()):

@@ -8,12 +8,11 @@ each stage took.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from img2mesh import __version__
-from img2mesh.pipeline.manifest import MANIFEST_NAME, Manifest
+from img2mesh.pipeline.manifest import Manifest, read_only_manifest
 from img2mesh.pipeline.runner import RunResult
 
 SCHEMA = 1
@@ -43,12 +42,7 @@ def stage_records(result: RunResult, manifest: Manifest) -> list[dict[str, Any]]
 
 def read_manifest(run_dir: Path) -> Manifest:
     """The run folder's manifest for reading only: empty when absent or unreadable (left as it is)."""
-    try:
-        data = json.loads((run_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return Manifest(run_dir)
-    return Manifest(run_dir, data) if isinstance(data, dict) and isinstance(data.get("stages", {}), dict) \
-        else Manifest(run_dir)
+    return Manifest(run_dir, read_only_manifest(run_dir))
 
 
 def input_record(result: RunResult) -> dict[str, Any]:

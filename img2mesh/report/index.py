@@ -5,18 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from img2mesh.report.page import REPORT_NAME, html_page, mesh_folders, text
+from img2mesh.report.page import REPORT_NAME, html_page
 from img2mesh.utils.files import atomic_write_text
+from img2mesh.utils.html import text
 
 if TYPE_CHECKING:
     from img2mesh.pipeline.runner import RunResult
 
 INDEX_NAME = "index.html"
-THUMBNAILS = ("preview.png", "segment/rgba.png", "segment/input.png")  # the first that exists
+THUMBNAILS = ("segment/rgba.png", "segment/input.png")  # after a published preview: the first that exists
 
 
 def _thumbnail(run_dir: Path) -> Path | None:
-    candidates = [folder / "preview.png" for folder in mesh_folders(run_dir)]
+    candidates = [run_dir / "preview.png", *sorted(run_dir.glob("sample_*/preview.png"))]
     candidates += [run_dir / name for name in THUMBNAILS]
     return next((p for p in candidates if p.is_file()), None)
 

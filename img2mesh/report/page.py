@@ -1,9 +1,9 @@
 """``OUT/report.html``: one page to judge a run, opened from disk with no network and no server.
 
-The page shows what the run folder holds: the input and its cut-out, the elevation (with the error
-curve when estimated), every sample set's 16 views with its score and which one was reconstructed,
-the turntable, the seconds per stage, and each ``mesh.glb`` in an interactive 3D view (Google's
-``<model-viewer>``, vendored in ``img2mesh/report/vendor``). Images and videos are relative links,
+The page is a frame around the stages' own panels (``Stage.report``, in stage order): on top, each
+mesh the run published (``OUT/mesh.glb``, ``OUT/sample_K/mesh.glb``) in an interactive 3D view
+(Google's ``<model-viewer>``, vendored in ``img2mesh/report/vendor``) and the warnings the stages
+logged; then every stage's panel; last, the seconds per stage. Images and videos are relative links,
 so a copied OUT folder still works. A ``file://`` page may not fetch files, so each GLB travels
 base64-encoded in a script beside the page (``report_files/``), from which the viewer reads it.
 """
@@ -11,26 +11,26 @@ base64-encoded in a script beside the page (``report_files/``), from which the v
 from __future__ import annotations
 
 import base64
-import html
 import json
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 from img2mesh import __version__
+from img2mesh.pipeline.contract import Stage
 from img2mesh.pipeline.manifest import now_iso
 from img2mesh.pipeline.summary import read_manifest
 from img2mesh.utils.files import atomic_copy, atomic_write_text, sha256_file
+from img2mesh.utils.html import text
 
 REPORT_NAME = "report.html"
 FILES_DIR = "report_files"  # beside report.html: the viewer script and the embedded models
 VENDOR = Path(__file__).parent / "vendor"
 VIEWER_SCRIPT = "model-viewer-umd.min.js"
-STAGE_ORDER = ("segment", "elevation", "generate", "reconstruct", "mesh")
 
 STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:16px 24px;color:#222}
 h1{font-size:22px;margin:8px 0}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd}
-.bad{color:#b00020;font-weight:600}.ok{color:#1b7e28;font-weight:600}.muted{color:#777}
+.bad{color:#b00020;font-weight:600}.ok{color:#1b7e28;font-weight:600}.muted{color:#777}.warn{color:#8a5a00}
 .row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
 figure{margin:0}figcaption{font-size:13px;color:#555}
 .checker{background:repeating-conic-gradient(#ddd 0 25%,#fff 0 50%) 0 0/16px 16px}
@@ -59,127 +59,49 @@ for (const viewer of document.querySelectorAll('model-viewer[data-model]')) {
 """
 
 
-def text(value: Any) -> str:
-    """``value`` escaped for HTML text and attribute values."""
-    return html.escape(str(value), quote=True)
+def published_meshes(run_dir: Path, stages: Sequence[Stage], records: dict[str, Any]) -> list[str]:
+    """The GLBs the run published at the top of OUT (relative paths), the last stage's claim winning."""
+    found: dict[str, str] = {}
+    for stage in stages:
+        for name in records.get(stage.name, {}).get("published", []) or []:
+            if name.endswith(".glb") and (run_dir / name).is_file():
+                found[name] = stage.name
+    return sorted(found, key=lambda name: (name.count("/"), name))
 
 
-def _rel(path: Path, root: Path) -> str:
-    return path.relative_to(root).as_posix()
-
-
-def _figure(run_dir: Path, path: Path, caption: str, css: str = "pic", extra: str = "") -> str:
-    return (f"<figure><img class='{css}{extra}' src='{text(_rel(path, run_dir))}' alt='{text(caption)}'>"
-            f"<figcaption>{text(caption)}</figcaption></figure>")
-
-
-def _load_json(path: Path) -> Optional[Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _input_section(run_dir: Path) -> str:
-    seg = run_dir / "segment"
-    shown = [(seg / "input.png", "the input"), (seg / "rgba.png", "cut-out and mask, recentred: what SyncDreamer sees")]
-    figures = [_figure(run_dir, p, c, extra=" checker" if p.name == "rgba.png" else "") for p, c in shown if p.is_file()]
-    return "<h2>Input</h2><div class='row'>" + "".join(figures) + "</div>" if figures else ""
-
-
-def _elevation_section(run_dir: Path) -> str:
-    data = _load_json(run_dir / "elevation" / "elevation.json")
-    if not isinstance(data, dict):
-        return ""
-    words = f"{data.get('elevation_deg', '?')}° ({text(data.get('source', '?'))})"
-    if data.get("fallback_reason"):
-        words += f" — <span class='bad'>{text(data['fallback_reason'])}</span>"
-    curve = run_dir / "elevation" / "error_curve.png"
-    figure = _figure(run_dir, curve, "reprojection error per elevation hypothesis") if curve.is_file() else ""
-    return f"<h2>Elevation</h2><p>Input camera elevation: {words}</p><div class='row'>{figure}</div>"
-
-
-def _samples_section(run_dir: Path, reconstructed: set[str]) -> str:
-    folders = sorted(p for p in (run_dir / "generate").glob("sample_*") if p.is_dir())
-    if not folders:
-        return ""
-    scores = _load_json(run_dir / "generate" / "scores.json") or {}
-    by_sample = {f"sample_{s.get('sample')}": s for s in scores.get("samples", []) if isinstance(s, dict)}
-    parts = ["<h2>Generated views</h2><div class='row'>"]
-    for folder in folders:
-        image = next((folder / n for n in ("grid.png", "strip.png") if (folder / n).is_file()), None)
-        score = by_sample.get(folder.name, {})
-        facts = [f"score {score['score']:.3f}"] if isinstance(score.get("score"), (int, float)) else []
-        chosen = folder.name in reconstructed
-        facts.append("<span class='ok'>reconstructed</span>" if chosen else "<span class='muted'>not reconstructed</span>")
-        caption = f"{folder.name}: " + ", ".join(facts)
-        if image is not None:
-            css = "views" if image.name == "grid.png" else "strip"
-            parts.append(f"<figure><img class='{css}{' chosen' if chosen else ''}' src='{text(_rel(image, run_dir))}' "
-                         f"alt='{text(folder.name)}'><figcaption>{caption}</figcaption></figure>")
-    return "".join(parts) + "</div>"
-
-
-def _reconstructed_samples(manifest_stages: dict[str, Any]) -> set[str]:
-    info = manifest_stages.get("reconstruct", {}).get("info", {})
-    chosen = info.get("samples") if info.get("select") == "all" else [info.get("sample")]
-    return {f"sample_{k}" for k in chosen or [] if k is not None}
-
-
-def mesh_folders(run_dir: Path) -> list[Path]:
-    """``OUT/mesh`` or, with ``--select all``, its ``sample_K`` folders: where each GLB is."""
-    mesh = run_dir / "mesh"
-    return [f for f in [mesh, *sorted(mesh.glob("sample_*"))] if (f / "mesh.glb").is_file()]
-
-
-def _mesh_section(run_dir: Path, folders: list[Path]) -> str:
+def _viewer_section(names: list[str]) -> str:
     parts = []
-    for folder in folders:
-        key = _rel(folder / "mesh.glb", run_dir)
-        title = "Mesh" if folder.name == "mesh" else f"Mesh of {folder.name}"
-        parts.append(f"<h2>{text(title)}</h2><model-viewer data-model='{text(key)}' alt='{text(key)}' camera-controls "
-                     f"touch-action='pan-y' shadow-intensity='0.6' exposure='1.1'></model-viewer>"
-                     f"<p class='muted'>{text(key)}: drag to orbit, scroll to zoom.</p>")
-        media = []
-        for name in ("turntable.mp4", "turntable.gif", "preview.png"):
-            path = folder / name
-            if not path.is_file():
-                continue
-            if name.endswith(".mp4"):
-                media.append(f"<figure><video src='{text(_rel(path, run_dir))}' autoplay loop muted playsinline "
-                             f"width='360'></video><figcaption>turntable</figcaption></figure>")
-            elif not (name.endswith(".gif") and (folder / "turntable.mp4").is_file()):
-                media.append(_figure(run_dir, path, name.split(".")[0]))
-        parts.append("<div class='row'>" + "".join(media) + "</div>")
-        files = [p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix in (".glb", ".obj", ".ply")]
-        parts.append("<ul class='files'>" + "".join(
-            f"<li><a href='{text(_rel(p, run_dir))}'>{text(p.name)}</a> <span class='muted'>{_size(p)}</span>"
-            f"{' — quads, for retopology' if p.name == 'mesh_quad.obj' else ''}</li>" for p in files) + "</ul>")
-    return "".join(parts)
-
-
-def _size(path: Path) -> str:
-    size = path.stat().st_size
-    return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.0f} kB" if size >= 1e3 else f"{size} B"
-
-
-def _timing_section(stages: dict[str, Any]) -> str:
-    rows = []
-    names = [n for n in STAGE_ORDER if n in stages] + [n for n in stages if n not in STAGE_ORDER]
     for name in names:
-        record = stages[name]
-        seconds = record.get("seconds")
+        title = "Mesh" if "/" not in name else f"Mesh of {name.split('/')[0]}"
+        parts.append(f"<h2>{text(title)}</h2><model-viewer data-model='{text(name)}' alt='{text(name)}' camera-controls "
+                     f"touch-action='pan-y' shadow-intensity='0.6' exposure='1.1'></model-viewer>"
+                     f"<p class='muted'>{text(name)}: drag to orbit, scroll to zoom.</p>")
+    return "".join(parts) or "<h2>Mesh</h2><p class='muted'>no mesh yet</p>"
+
+
+def _warnings_section(stages: Sequence[Stage], records: dict[str, Any]) -> str:
+    items = [f"<li><b>{text(stage.name)}</b>: {text(message)}</li>"
+             for stage in stages for message in records.get(stage.name, {}).get("warnings", []) or []]
+    return f"<h2>Warnings</h2><ul class='warn'>{''.join(items)}</ul>" if items else ""
+
+
+def _timing_section(stages: Sequence[Stage], records: dict[str, Any]) -> str:
+    rows = []
+    names = [s.name for s in stages if s.name in records] + [n for n in records if n not in {s.name for s in stages}]
+    for name in names:
+        record = records[name]
+        seconds = record.get("seconds") if record.get("status") != "off" else None
         status = record.get("status", "?")
         css = "ok" if status == "done" else "bad" if status in ("failed", "interrupted") else "muted"
         rows.append(f"<tr><td>{text(name)}</td><td class='{css}'>{text(status)}</td>"
                     f"<td>{'' if seconds is None else f'{seconds:.1f} s'}</td>"
                     f"<td class='bad'>{text(record.get('error') or '')}</td></tr>")
-    total = sum(r.get("seconds") or 0 for r in stages.values())
+    total = sum(r.get("seconds") or 0 for r in records.values() if r.get("status") != "off")
     return ("<h2>Time per stage</h2><table><tr><th>stage</th><th>status</th><th>time</th><th></th></tr>"
             + "".join(rows) + f"<tr><th>total</th><th></th><th>{total:.1f} s</th><th></th></tr></table>")
 
 
-def _embed_models(run_dir: Path, folders: list[Path]) -> list[str]:
+def _embed_models(run_dir: Path, names: list[str]) -> list[str]:
     """``report_files/models.js`` holding each GLB base64-encoded; the script names the page loads."""
     files = run_dir / FILES_DIR
     files.mkdir(exist_ok=True)
@@ -188,37 +110,47 @@ def _embed_models(run_dir: Path, folders: list[Path]) -> list[str]:
     if not viewer.is_file() or sha256_file(viewer) != sha256_file(source):
         atomic_copy(source, viewer)
     lines = ["window.IMG2MESH_MODELS = {"]
-    for folder in folders:
-        encoded = base64.b64encode((folder / "mesh.glb").read_bytes()).decode("ascii")
-        lines.append(f"  {json.dumps(_rel(folder / 'mesh.glb', run_dir))}: \"{encoded}\",")
+    for name in names:
+        encoded = base64.b64encode((run_dir / name).read_bytes()).decode("ascii")
+        lines.append(f"  {json.dumps(name)}: \"{encoded}\",")
     lines.append("};")
     atomic_write_text(files / "models.js", "\n".join(lines) + "\n")
     return [f"{FILES_DIR}/{VIEWER_SCRIPT}", f"{FILES_DIR}/models.js"]
 
 
-def write_report(run_dir: Path, error: Optional[str] = None) -> Path:
+def _panel(stage: Stage, run_dir: Path, records: dict[str, Any]) -> str:
+    """A stage's panel; a panel that fails shows one line instead of breaking the page."""
+    if stage.report is None or records.get(stage.name, {}).get("status") == "off":
+        return ""
+    try:
+        return stage.report(run_dir, records)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"<h2>{text(stage.name)}</h2><p class='bad'>this panel could not be drawn ({text(exc)})</p>"
+
+
+def write_report(run_dir: Path, stages: Sequence[Stage], error: Optional[str] = None) -> Path:
     """Write (or refresh) ``run_dir/report.html`` from what the run folder holds; its path."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    stages = manifest.stages
+    records = manifest.stages
     source = (manifest.data.get("input") or {}).get("path", str(run_dir))
-    folders = mesh_folders(run_dir)
-    scripts = _embed_models(run_dir, folders) if folders else []
-    if not folders:
+    meshes = published_meshes(run_dir, stages, records)
+    scripts = _embed_models(run_dir, meshes) if meshes else []
+    if not meshes:
         (run_dir / FILES_DIR / "models.js").unlink(missing_ok=True)  # a mesh of an earlier run is gone
+    last = stages[-1].name if stages else None
     status = (f"<p class='bad'>failed: {text(error)}</p>" if error else
-              "<p class='ok'>finished</p>" if stages.get("mesh", {}).get("status") == "done" else
+              "<p class='ok'>finished</p>" if last and records.get(last, {}).get("status") in ("done", "off") else
               "<p class='muted'>not finished yet: run the same command again to go on</p>")
     body = [
         f"<h1>img2mesh: {text(Path(source).name)}</h1>",
         status,
         f"<p class='muted'>{text(source)} · img2mesh {text(manifest.data.get('img2mesh_version') or __version__)} · "
         f"device {text(manifest.data.get('device') or '?')} · report written {text(now_iso())}</p>",
-        _mesh_section(run_dir, folders) if folders else "<h2>Mesh</h2><p class='muted'>no mesh yet</p>",
-        _input_section(run_dir),
-        _elevation_section(run_dir),
-        _samples_section(run_dir, _reconstructed_samples(stages)),
-        _timing_section(stages) if stages else "",
+        _viewer_section(meshes),
+        _warnings_section(stages, records),
+        *(_panel(stage, run_dir, records) for stage in stages),
+        _timing_section(stages, records) if records else "",
     ]
     page = html_page(f"img2mesh: {Path(source).name}", body, scripts)
     path = run_dir / REPORT_NAME

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from img2mesh.utils.weights import get_weight
+from img2mesh.segment.weights import remover_weight
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -54,8 +54,8 @@ class BackgroundRemover:
         if pretrained:
             # Fetch (or find) both files first: a missing file then fails with our message,
             # not with a network traceback from inside carvekit.
-            tracer_path = get_weight("tracer_b7").download()
-            get_weight("fba").download()
+            tracer_path = remover_weight("tracer_b7").download()
+            remover_weight("fba").download()
         else:
             # carvekit resolves (downloads) the path even when told not to load it; a path that
             # is never opened keeps it offline.

@@ -77,3 +77,10 @@ def recentre(cutout: "Image.Image", crop_size: int = 200, image_size: int = IMAG
     object_img = object_img.resize(size, resample=Image.BICUBIC)
     canvas, offset = _paste_centred(object_img, image_size)
     return Recentred(canvas, bbox, scale, size, offset)
+
+
+def recentred_at(cutout: "Image.Image", crop_size: int, size: int) -> Recentred:
+    """The cut-out framed as the 256² input (``segment.crop_size``) but at ``size``² from the full-resolution
+    photo: what a model working at another resolution sees of the same picture (enhance, refine)."""
+    scaled = crop_size if crop_size == -1 else max(1, round(crop_size * size / IMAGE_SIZE))
+    return recentre(cutout, scaled, size)

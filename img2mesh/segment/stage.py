@@ -9,8 +9,11 @@ import numpy as np
 
 from img2mesh.errors import StageError
 from img2mesh.pipeline.contract import Stage, StageContext
+from img2mesh.segment.config import SegmentConfig
 from img2mesh.segment.read import has_meaningful_alpha, load_image
-from img2mesh.segment.recentre import recentre
+from img2mesh.segment.recentre import alpha_bbox, recentre
+from img2mesh.segment.report import panel
+from img2mesh.segment.weights import stage_weights
 from img2mesh.utils.files import atomic_save_image
 
 if TYPE_CHECKING:
@@ -19,6 +22,7 @@ if TYPE_CHECKING:
     from img2mesh.pipeline.config import Config
 
 FOREGROUND_ALPHA = 128  # alpha at or above this counts as object for coverage and border checks
+MIN_OBJECT_SIDE = 4  # pixels: a smaller cut-out is a speck, and the official crop would make it empty
 
 
 def check_input(path: Path, config: "Config") -> None:
@@ -56,6 +60,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if touches_border:
         ctx.log.warning("segment: the object touches the border of %s; it is probably cropped",
                         ctx.input_path.name)
+    left, top, right, bottom = alpha_bbox(alpha)
+    if min(right - left, bottom - top) < MIN_OBJECT_SIDE:  # the official crop drops the last row and column
+        raise StageError(f"the object found in {ctx.input_path.name} is {right - left + 1}x{bottom - top + 1} pixels: "
+                         f"too small to reconstruct (at least {MIN_OBJECT_SIDE + 1} pixels a side)")
     result = recentre(cutout, cfg.crop_size)
     atomic_save_image(ctx.out_dir / "rgba.png", cutout)
     atomic_save_image(ctx.out_dir / "input_rgba.png", result.rgba)
@@ -82,4 +90,7 @@ STAGE = Stage(
     run=run,
     check_input=check_input,
     models=("carvekit",),
+    config=SegmentConfig,
+    weights=stage_weights,
+    report=panel,
 )

@@ -1,8 +1,11 @@
-"""The weight files img2mesh uses, where they come from and where they are cached.
+"""Weight files: the kinds of source they come from (the Hugging Face Hub, one file or several of a
+repository), the offline checks, and the ``WeightFile`` protocol.
 
-``img2mesh weights list|download|path`` and the stages share this registry, so the offline error a
-stage raises names the same file and command that ``weights download`` fetches. Hugging Face
-downloads honour ``HF_HOME`` and ``HF_HUB_OFFLINE`` through ``huggingface_hub`` itself.
+Each stage package declares its own entries (``<stage>/weights.py``, given to the framework as
+``Stage.weights``); the application assembles them into the registry that ``img2mesh weights
+list|download|path`` and ``doctor`` show, so the offline error a stage raises names the same file and
+command that ``weights download`` fetches. Hugging Face downloads honour ``HF_HOME`` and
+``HF_HUB_OFFLINE`` through ``huggingface_hub`` itself.
 """
 
 from __future__ import annotations
@@ -10,13 +13,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Protocol, Sequence
+from typing import Optional, Protocol, Sequence
 
 from img2mesh.errors import UsageError, WeightsError
 from img2mesh.utils.network import offline_requested, unreachable
-
-if TYPE_CHECKING:
-    import torch
 
 REPO_TYPES = ("model", "space", "dataset")
 
@@ -60,8 +60,6 @@ def hub_offline() -> bool:
 
 
 OFFLINE_REASON = "offline: --offline or HF_HUB_OFFLINE is set"
-CARVEKIT_HOSTS = ("https://cdn.carve.photos", "https://huggingface.co")  # carvekit's CDN, then its Hub mirror
-LOFTR_HOSTS = ("https://huggingface.co", "https://cmp.felk.cvut.cz")  # kornia's two URLs per variant
 
 
 def no_download_reason(urls: Sequence[str]) -> Optional[str]:
@@ -135,67 +133,6 @@ class HubWeight:
 
 
 @dataclass(frozen=True)
-class CarvekitWeight:
-    """A carvekit checkpoint, fetched and cached by carvekit's own downloader."""
-
-    name: str
-    description: str
-    used_by: str
-    size: str
-    filename: str
-
-    def _checkpoints_dir(self) -> Path:
-        try:
-            from carvekit.ml.files import checkpoints_dir
-        except ImportError:
-            raise WeightsError("carvekit is not installed; `pip install carvekit` first") from None
-        return Path(checkpoints_dir)
-
-    def locate(self) -> Optional[Path]:
-        try:
-            root = self._checkpoints_dir()
-        except WeightsError:
-            return None
-        hits = sorted(root.rglob(self.filename)) if root.is_dir() else []
-        return hits[0] if hits else None
-
-    def download(self) -> Path:
-        root = self._checkpoints_dir()
-        found = self.locate()
-        if found is not None:
-            return found
-        failure = no_download_reason(CARVEKIT_HOSTS)
-        if failure is None:
-            import warnings
-
-            from carvekit.utils.download_models import downloader
-
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # carvekit warns once per mirror it tries
-                    return Path(downloader(self.filename))
-            except Exception as exc:  # carvekit raises plain ConnectionError and friends
-                failure = type(exc).__name__
-        raise WeightsError(
-            f"{self.description} ({self.filename}, {self.size}) is not in carvekit's cache {root} "
-            f"and could not be downloaded ({failure}); run `img2mesh weights download {self.name}` "
-            f"where there is internet and copy {root} here, or pass an RGBA image or --no-segment"
-        )
-
-    def source(self) -> str:
-        return f"carvekit's downloader (file {self.filename})"
-
-
-SD2_DEPTH_REPO = "stabilityai/stable-diffusion-2-depth"  # the enhance stage's model (enhance.hub_repo)
-# What the enhance stage loads from it: every component as safetensors (no pickles), configs, the tokenizer.
-SD2_DEPTH_FILES = ("unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
-                   "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json",
-                   "text_encoder/model.safetensors", "tokenizer/*", "depth_estimator/config.json",
-                   "depth_estimator/model.safetensors", "feature_extractor/preprocessor_config.json",
-                   "scheduler/scheduler_config.json")
-
-
-@dataclass(frozen=True)
 class HubRepoWeight:
     """Several files of one Hugging Face model repository (a diffusers pipeline's components)."""
 
@@ -241,92 +178,8 @@ class HubRepoWeight:
         return f"Hugging Face model {self.repo_id} ({len(self.patterns)} files and folders, safetensors only)"
 
 
-def sd2_depth_weight(repo_id: str = SD2_DEPTH_REPO) -> HubRepoWeight:
-    """Stable Diffusion 2 depth (UNet, VAE, OpenCLIP text encoder, tokenizer, DPT depth, scheduler)."""
-    return HubRepoWeight("sd2_depth", "Stable Diffusion 2 depth (CreativeML Open RAIL++-M)",
-                         "enhance (enhance.enabled, the quality preset)", "about 5.5 GB", repo_id,
-                         SD2_DEPTH_FILES, "set enhance.hub_repo to a local copy of the repository")
-
-
-LOFTR_FILES = {"indoor_new": "loftr_indoor_ds_new.ckpt", "outdoor": "loftr_outdoor.ckpt"}
-
-
-@dataclass(frozen=True)
-class LoftrWeight:
-    """kornia's LoFTR weights (``indoor_new``, One-2-3-45's, or ``outdoor``), cached by kornia (torch.hub)."""
-
-    name: str = "loftr"
-    variant: str = "indoor_new"
-    used_by: str = "elevation (matcher: loftr)"
-    size: str = "about 45 MB"
-
-    @property
-    def description(self) -> str:
-        return f"kornia LoFTR {self.variant} matcher weights"
-
-    @property
-    def filename(self) -> str:
-        return LOFTR_FILES[self.variant]
-
-    def locate(self) -> Optional[Path]:
-        import torch
-
-        path = Path(torch.hub.get_dir()) / "checkpoints" / self.filename
-        return path if path.is_file() else None
-
-    def load(self, device: str) -> "torch.nn.Module":
-        """The matcher with its weights (downloaded by kornia when missing)."""
-        try:
-            from kornia.feature import LoFTR
-        except ImportError:
-            raise WeightsError("the loftr matcher needs kornia (`pip install kornia`); "
-                               "or use --set elevation.matcher=sift") from None
-        why = None if self.locate() is not None else no_download_reason(LOFTR_HOSTS)
-        if why is None:
-            try:
-                return LoFTR(pretrained=self.variant).to(device).eval().requires_grad_(False)
-            except Exception as exc:  # network errors surface as many types through torch.hub
-                why = type(exc).__name__
-        import torch
-
-        raise WeightsError(
-            f"{self.description} ({self.filename}, {self.size}) are not in torch.hub's cache "
-            f"{Path(torch.hub.get_dir()) / 'checkpoints'} and could not be downloaded "
-            f"({why}); run `img2mesh weights download {self.name}` where there is internet "
-            f"and copy that folder here, or use --set elevation.matcher=sift")
-
-    def download(self) -> Path:
-        self.load("cpu")
-        return self.locate() or Path(self.filename)
-
-    def source(self) -> str:
-        return f"kornia's loader (file {self.filename})"
-
-
-def registry(hub_sources: Sequence[str] = ()) -> list[WeightFile]:
-    """Every weight file img2mesh can use; ``hub_sources`` (``generate.hub_sources``) are SyncDreamer's."""
-    return [
-        HubWeight(
-            name="syncdreamer",
-            description="The SyncDreamer checkpoint",
-            used_by="generate, elevation",
-            size="about 5.6 GB",
-            sources=tuple(HubFile.parse(s) for s in hub_sources),
-            path_option="--checkpoint",
-        ),
-        CarvekitWeight("tracer_b7", "carvekit Tracer-B7 segmentation weights", "segment, reconstruct masks",
-                       "about 270 MB", "tracer_b7.pth"),
-        CarvekitWeight("fba", "carvekit FBA matting weights", "segment, reconstruct masks", "about 140 MB",
-                       "fba_matting.pth"),
-        LoftrWeight(),
-        LoftrWeight("loftr_outdoor", "outdoor", "elevation (elevation.loftr_weights: outdoor)"),
-        sd2_depth_weight(),
-    ]
-
-
-def get_weight(name: str, hub_sources: Sequence[str] = ()) -> WeightFile:
-    """Look a weight file up by name, or raise a UsageError listing the names."""
-    entries = registry(hub_sources)
+def find_weight(entries: Sequence[WeightFile], name: str) -> WeightFile:
+    """The entry called ``name``, or a UsageError listing the names."""
     for entry in entries:
         if entry.name == name:
             return entry

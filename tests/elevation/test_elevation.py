@@ -9,11 +9,11 @@ import pytest
 import torch
 import trimesh
 
+from img2mesh.app import load_config
 from img2mesh.console import ConsoleReporter
 from img2mesh.elevation.estimate import MIN_MATCHES, estimate_elevation, rig_cameras
 from img2mesh.elevation.matching import sift_matches
 from img2mesh.elevation.stage import STAGE as ELEVATION
-from img2mesh.pipeline.config import load_config
 from img2mesh.pipeline.runner import Runner
 from img2mesh.utils.raster import rasterize
 
@@ -122,15 +122,15 @@ def test_estimate_in_the_pipeline_with_the_tiny_model(tmp_path):
 def test_loftr_offline_says_what_to_do(monkeypatch):
     import kornia.feature
 
+    from img2mesh.app import get_weight
     from img2mesh.errors import WeightsError
-    from img2mesh.utils.weights import get_weight
 
     def offline(*args, **kwargs):
         raise ConnectionError("no network")
 
     monkeypatch.setattr(kornia.feature, "LoFTR", offline)
     with pytest.raises(WeightsError) as info:
-        get_weight("loftr").load("cpu")
+        get_weight("loftr").load("cpu")  # the registry's entry: the name the message tells to download
     message = str(info.value)
     assert "loftr_indoor_ds_new.ckpt" in message and "img2mesh weights download loftr`" in message
     assert "elevation.matcher=sift" in message

@@ -45,6 +45,15 @@ def test_consistency_ranks_true_views_above_mixed_and_shuffled_ones(name, other)
     assert true > consistency(shuffled, Ks, poses, BOUND).mean() + 0.02
 
 
+def test_views_of_pure_noise_are_not_consistent():
+    """Noise fills every frame with 'foreground': its hull explains its silhouettes (0.92 before the
+    border term), yet it shows no object; a real object's views keep their score."""
+    poses, Ks = cameras.target_poses(), np.repeat(cameras.intrinsics(256)[None], 16, 0)
+    noise = np.random.default_rng(0).integers(0, 256, (16, 256, 256, 3), dtype=np.uint8)
+    assert consistency(noise, Ks, poses, BOUND).mean() < 0.1
+    assert consistency(gso_views("chicken"), Ks, poses, BOUND).mean() > 0.9
+
+
 def test_input_agreement_prefers_the_set_whose_front_view_matches_the_input():
     views, other = gso_views("chicken"), gso_views("teapot")
     poses, Ks = cameras.target_poses(), np.repeat(cameras.intrinsics(256)[None], 16, 0)
@@ -92,10 +101,10 @@ def fake_generate(ctx):
 
 
 def run_selection(tmp_path: Path, select, out: Path):
+    from img2mesh.app import load_config
     from img2mesh.console import ConsoleReporter
     from img2mesh.enhance.stage import STAGE as ENHANCE
     from img2mesh.mesh.stage import STAGE as MESH
-    from img2mesh.pipeline.config import load_config
     from img2mesh.pipeline.contract import Stage
     from img2mesh.pipeline.runner import Runner
     from img2mesh.reconstruct.stage import STAGE as RECONSTRUCT

@@ -69,17 +69,17 @@ def figure_with_a_light_head() -> tuple[trimesh.Trimesh, np.ndarray, np.ndarray]
 
 def small_field(kind: str = "mlp") -> NeuSField:
     """A 64-wide, 4-layer field (hash table 2^14, colour net 2 x 64), the same initial weights every time."""
-    from img2mesh.pipeline.config import ReconstructConfig
+    from img2mesh.reconstruct.config import ReconstructConfig
 
     torch.manual_seed(0)
     config = FieldConfig.from_config(ReconstructConfig(field=kind, hidden=64, layers=4, hash_log2_size=14,
-                                                       feature_dim=64, color_hidden=64, color_layers=2), BOUND)
+                                                       feature_dim=64, color_hidden=64, color_layers=2), BOUND, 16)
     return NeuSField(config)
 
 
 def small_settings(**changes) -> TrainSettings:
     """160 steps of 256 rays at a high learning rate: a box in a minute on a CPU (``changes`` override)."""
-    from img2mesh.pipeline.config import ReconstructConfig
+    from img2mesh.reconstruct.config import ReconstructConfig
 
     base = TrainSettings.from_config(ReconstructConfig(steps=160, rays_per_step=256, learning_rate=5e-3,
                                                        warmup_steps=10, checkpoint_every=60), seed=0)
@@ -98,19 +98,15 @@ def iou_with_truth(field: NeuSField, truth: trimesh.Trimesh) -> float:
 def mesh_untrained_field(tmp_path: Path, overrides: list[str]) -> tuple[Path, dict]:
     """Run the real mesh stage on an untrained field (a rough sphere: enough surface to decimate);
     the run folder and the mesh stage's manifest facts."""
+    from img2mesh.app import load_config
     from img2mesh.console import ConsoleReporter
     from img2mesh.mesh.stage import STAGE as MESH
-    from img2mesh.pipeline.config import load_config
     from img2mesh.pipeline.contract import Stage
     from img2mesh.pipeline.runner import Runner
-    from img2mesh.utils.files import atomic_write_json
+    from img2mesh.reconstruct.storage import save_field
 
     def fake_reconstruct(ctx):
-        from safetensors.torch import save_file
-
-        field = small_field()
-        save_file({k: v.contiguous() for k, v in field.state_dict().items()}, str(ctx.out_dir / "field.safetensors"))
-        atomic_write_json(ctx.out_dir / "field.json", {"config": field.config.to_dict(), "backend": field.backend})
+        save_field(small_field(), ctx.out_dir)
 
     stages = [Stage("reconstruct", "", (), ("field.json",), (), run=fake_reconstruct), MESH]
     image = tmp_path / "in.png"

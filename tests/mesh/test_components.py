@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import trimesh
 
+from img2mesh.app import load_config
 from img2mesh.errors import UsageError
 from img2mesh.mesh.extract import keep_components, marching_cubes
-from img2mesh.pipeline.config import load_config
 
 
 def two_parts_and_a_floater() -> trimesh.Trimesh:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from img2mesh.app import config_schema
 from img2mesh.console import batch_progress_table
 from img2mesh.errors import UsageError
 from img2mesh.pipeline.batch import RunRequest, run_request, run_request_on_cluster
@@ -24,6 +25,8 @@ from img2mesh.pipeline.cluster import ClusterOptions, plan_workers
 from helpers.cluster_stages import ledger, traced_chain
 from helpers.images import write_rgba
 from helpers.stages import snapshot
+
+SCHEMA = config_schema()
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -173,7 +176,7 @@ def test_killed_worker_input_resumes_on_another(ray_instance, tmp_path):
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
-    results = run_request_on_cluster(request(inputs, out), traced_chain, TWO)
+    results = run_request_on_cluster(request(inputs, out), SCHEMA, traced_chain, TWO)
     thread.join()
     assert killed and [r.ok for r in results] == [True] * 4
     lines = ledger(out)
@@ -193,8 +196,8 @@ def test_bad_input_among_good_is_reported_not_retried(ray_instance, tmp_path):
     inputs = photos(tmp_path / "in")
     (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
     out = tmp_path / "out"
-    local = run_request(request(inputs, tmp_path / "local"), traced_chain())
-    results = run_request_on_cluster(request(inputs, out), traced_chain, TWO)
+    local = run_request(request(inputs, tmp_path / "local"), SCHEMA, traced_chain())
+    results = run_request_on_cluster(request(inputs, out), SCHEMA, traced_chain, TWO)
     assert [(r.image.name, r.ok, r.error) for r in results] == [(r.image.name, r.ok, r.error) for r in local]
     assert [r.image.name for r in results if not r.ok] == ["broken.png"]
     assert not any(line.endswith("broken") for line in ledger(out))  # refused before any stage ran
@@ -216,7 +219,7 @@ def test_out_not_shared_is_refused_before_any_work(ray_instance, tmp_path, monke
 
     monkeypatch.setattr(cluster, "write_storage_token", written_where_workers_cannot_see)
     with pytest.raises(UsageError, match="not shared with every Ray worker"):
-        run_request_on_cluster(request(inputs, out), traced_chain, TWO)
+        run_request_on_cluster(request(inputs, out), SCHEMA, traced_chain, TWO)
     assert ledger(out) == [] and not any(p.is_dir() for p in out.iterdir())
 
 
@@ -224,7 +227,7 @@ def test_worker_that_cannot_start_is_one_line(ray_instance, tmp_path):
     from helpers.cluster_stages import chain_that_fails_in_workers
 
     with pytest.raises(UsageError, match="a Ray worker could not start .*missing_dependency"):
-        run_request_on_cluster(request(photos(tmp_path / "in"), tmp_path / "out"), chain_that_fails_in_workers, TWO)
+        run_request_on_cluster(request(photos(tmp_path / "in"), tmp_path / "out"), SCHEMA, chain_that_fails_in_workers, TWO)
     assert ledger(tmp_path / "out") == []
 
 
@@ -253,9 +256,9 @@ def test_ctrl_c_abandons_running_inputs_and_the_next_run_resumes(ray_instance, t
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_request_on_cluster(request(inputs, out), traced_chain, TWO, watch=interrupt)
+        run_request_on_cluster(request(inputs, out), SCHEMA, traced_chain, TWO, watch=interrupt)
     assert "inputs: " in seen[0] and " running" in seen[0] and "p0.png" in seen[0] and "│ b " in seen[0]
     assert not (out / "p0" / "b").exists() and (out / "p0" / "a" / "out.txt").is_file()
-    results = run_request_on_cluster(request(inputs, out), traced_chain, TWO)
+    results = run_request_on_cluster(request(inputs, out), SCHEMA, traced_chain, TWO)
     assert all(r.ok for r in results)
     assert [line for line in ledger(out) if line.endswith("p0")] == ["a p0", "b p0", "b p0", "c p0"]

@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
+from img2mesh.app import config_schema, load_config
 from img2mesh.errors import UsageError
-from img2mesh.pipeline.config import PRESETS, config_keys, load_config, preset_text
+from img2mesh.pipeline.config import PRESETS, config_keys, preset_text
 
 from helpers.data import ROOT
 
@@ -53,6 +54,15 @@ def test_int_accepted_for_float_but_not_the_reverse():
     ("run.device=gpu", "run.device"),
     ("generate.harmony_scales=[1.0]", "exactly two"),
     ("generate.steps=0", "at least 1"),
+    ("reconstruct.hull_variance=1.5", "reconstruct.hull_variance: must be at most 1"),
+    ("mesh.min_component=-0.1", "mesh.min_component: must be at least 0"),
+    ("segment.crop_size=300", "must be -1 or 1..256"),
+    ("elevation.search=[30, 10]", "low < high"),
+    ("elevation.value=100", "elevation.value: an elevation from -90 to 90 degrees"),
+    ("scene.bound=0", "must be above 0"),
+    ("enhance.image_size=100", "a multiple of 64"),
+    ("mesh.formats=[]", "name at least one"),
+    ("reconstruct.select=-1", "0 or more"),
     ("generate.steps", "KEY=VALUE"),
     ("=3", "KEY=VALUE"),
     ("generate.steps.x=3", "unknown config key generate.steps"),
@@ -95,43 +105,83 @@ def test_values_win_over_overrides():
     assert cfg.run.seed == 9
 
 
-def test_every_key_has_one_default_and_the_readme_documents_it():
-    """The schema's defaults are the only ones; README's key table names every key (by its last part)."""
+def test_every_key_has_one_default_and_the_generated_reference_is_current():
+    """The schema's defaults are the only ones, every key has its help line, and docs/configuration.md
+    is exactly what ``img2mesh config --reference`` generates from the schema (regenerate it when a
+    key changes: ``make docs``)."""
     import dataclasses
 
-    from img2mesh.pipeline.config import Config
+    from img2mesh.pipeline.config import leaf_fields
+    from img2mesh.pipeline.reference import configuration_reference
 
     def flat(values: dict, prefix: str = "") -> set[str]:  # nested sections (generate.feedback) included
         return set().union(*(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}"}
                              for k, v in values.items()))
 
-    assert flat(dataclasses.asdict(Config())) == set(config_keys())
-    readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("| key | default | meaning |"):readme.index("## Stages")]
-    missing = [key for key in config_keys() if f"`{key}`" not in table and f"{key.split('.')[-1]}`" not in table]
-    assert not missing, f"README's configuration table lacks {missing}"
+    schema = config_schema()
+    assert flat(dataclasses.asdict(schema())) == set(config_keys(schema))
+    undocumented = [key for key, _, field in leaf_fields(schema) if not field.metadata.get("help")]
+    assert not undocumented, f"config keys without a help line: {undocumented}"
+    reference = configuration_reference(schema)
+    assert all(f"`{key}`" in reference for key in config_keys(schema))
+    assert (ROOT / "docs" / "configuration.md").read_text() == reference, "docs/configuration.md is stale: make docs"
+
+
+def settings_classes() -> list[type]:
+    """Every settings class of the package: the dataclasses built from a resolved config (they have a
+    ``from_config``), found by importing every module, so a new one cannot be forgotten here."""
+    import dataclasses
+    import importlib
+    import inspect
+    import pkgutil
+
+    import img2mesh
+    from img2mesh.pipeline.config import Section
+
+    found = {}
+    for module_info in pkgutil.walk_packages(img2mesh.__path__, "img2mesh."):
+        if module_info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(module_info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if (cls.__module__ == module.__name__ and dataclasses.is_dataclass(cls) and hasattr(cls, "from_config")
+                    and not issubclass(cls, Section)):
+                found[cls.__qualname__] = cls
+    return list(found.values())
 
 
 def test_internal_settings_take_no_defaults_of_their_own():
-    """TrainSettings, SamplerSettings, Guidance and FieldConfig are built from the config."""
+    """Every field of every settings class (TrainSettings, FieldConfig, RenderSettings, HullSettings,
+    SamplerSettings, Guidance, FeedbackSettings, ...) is either built from the config or declared a fixed
+    part of the recipe with ``utils.settings.fixed``: a plain default would be a second, silent source."""
     import dataclasses
 
-    from img2mesh.generate.model import Guidance
-    from img2mesh.generate.sampler import SamplerSettings
+    from img2mesh.utils.settings import is_fixed
+
+    classes = settings_classes()
+    names = {cls.__name__ for cls in classes}
+    assert {"TrainSettings", "FieldConfig", "RenderSettings", "HullSettings", "SamplerSettings", "Guidance",
+            "FeedbackSettings"} <= names, names
+    offenders = [f"{cls.__name__}.{f.name}" for cls in classes for f in dataclasses.fields(cls)
+                 if (f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING)
+                 and not is_fixed(f)]
+    assert not offenders, f"settings fields with a default of their own: {offenders}"
+
+
+def test_settings_built_from_the_config_carry_the_configs_values():
+    """A changed key reaches the settings object built from it (no field keeps a value of its own)."""
     from img2mesh.reconstruct.fields import FieldConfig
-    from img2mesh.reconstruct.renderer import RenderSettings
     from img2mesh.reconstruct.trainer import TrainSettings
 
-    config_backed = {TrainSettings: {"steps", "rays_per_step", "learning_rate", "warmup_steps", "mask_loss", "mask_weight",
-                                     "eikonal_weight", "curvature_weight", "checkpoint_every", "seed"},
-                     SamplerSettings: {"guidance", "steps", "eta", "batch_views", "input_latent"},
-                     Guidance: {"kind", "scales"},
-                     FieldConfig: {"kind", "hidden", "layers", "skip_at", "hash_levels", "hash_log2_size", "bound"},
-                     RenderSettings: {"coarse_samples", "fine_samples", "bound"}}
-    for cls, names in config_backed.items():
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        with_default = [n for n in names if fields[n].default is not dataclasses.MISSING]
-        assert not with_default, f"{cls.__name__} has its own defaults for {with_default}"
+    cfg = load_config(overrides=["reconstruct.feature_dim=48", "reconstruct.color_hidden=40",
+                                 "reconstruct.color_layers=3", "reconstruct.view_input=direction",
+                                 "reconstruct.appearance_dim=8", "reconstruct.color_loss=soft_l1",
+                                 "reconstruct.mask_margin=2", "reconstruct.pose_refine=true"]).reconstruct
+    field = FieldConfig.from_config(cfg, 0.6, 16)
+    assert (field.feature_dim, field.color_hidden, field.color_layers, field.view_input) == (48, 40, 3, "direction")
+    assert (field.appearance_dim, field.appearance_views) == (8, 16)
+    train = TrainSettings.from_config(cfg, seed=3)
+    assert (train.color_loss, train.mask_margin, train.pose_refine, train.seed) == ("soft_l1", 2, True, 3)
 
 
 def test_config_command_prints_the_resolved_config():

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from img2mesh.app import load_config
 from img2mesh.console import ConsoleReporter
 from img2mesh.errors import LockedError, StageError
-from img2mesh.pipeline.config import load_config
 from img2mesh.pipeline.lock import LOCK_NAME, RunLock
 from img2mesh.pipeline.runner import Runner
 
@@ -231,7 +231,7 @@ def test_lock_held_by_another_process(tmp_path):
 KILLED_SCRIPT = """
 import sys, time
 from pathlib import Path
-from img2mesh.pipeline.config import load_config
+from img2mesh.app import load_config
 from img2mesh.console import ConsoleReporter
 from img2mesh.pipeline.runner import Runner
 from img2mesh.pipeline.contract import Stage

@@ -14,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from img2mesh import app as stages_module
+from img2mesh.app import default_stages
 from img2mesh.cli import app
 from img2mesh.report.page import FILES_DIR, VENDOR, VIEWER_SCRIPT, write_report
 
@@ -47,7 +48,7 @@ def run_dir(tmp_path_factory) -> Path:
     manifest = json.loads((out / "img2mesh.json").read_text())
     manifest["stages"]["reconstruct"]["info"] = {"sample": 1, "select": "auto"}
     (out / "img2mesh.json").write_text(json.dumps(manifest))
-    write_report(out)
+    write_report(out, default_stages())
     return out
 
 
@@ -73,9 +74,9 @@ def test_report_carries_the_glb_and_the_vendored_viewer(run_dir):
     files = run_dir / FILES_DIR
     assert (files / VIEWER_SCRIPT).read_bytes() == (VENDOR / VIEWER_SCRIPT).read_bytes()
     models = (files / "models.js").read_text()
-    encoded = re.search(r'"mesh/mesh.glb": "([^"]+)"', models).group(1)
-    assert base64.b64decode(encoded) == (run_dir / "mesh" / "mesh.glb").read_bytes()
-    assert "data-model='mesh/mesh.glb'" in (run_dir / "report.html").read_text()
+    encoded = re.search(r'"mesh.glb": "([^"]+)"', models).group(1)  # the published mesh, OUT/mesh.glb
+    assert base64.b64decode(encoded) == (run_dir / "mesh.glb").read_bytes() == (run_dir / "mesh" / "mesh.glb").read_bytes()
+    assert "data-model='mesh.glb'" in (run_dir / "report.html").read_text()
 
 
 def test_report_of_a_copied_folder_still_works(run_dir, tmp_path):

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from img2mesh.app import load_config
 from img2mesh.console import ConsoleReporter
 from img2mesh.errors import InputError
-from img2mesh.pipeline.config import load_config
 from img2mesh.pipeline.runner import Runner
 from img2mesh.segment.read import load_image
 from img2mesh.segment.recentre import recentre
@@ -142,7 +142,9 @@ def test_cmyk_colours_survive(tmp_path):
     (lambda p: p.write_bytes(b"hello, not a picture"), "is not an image"),
     (lambda p: p.write_bytes(Path(p.parent / "ok.png").read_bytes()[:-40]), "unreadable or corrupt"),
     # Pillow itself refuses a zero-width header, so the message is the generic one.
-    (lambda p: png_with_size(p, 0, 10), "empty image|is not an image"),
+    (lambda p: png_with_size(p, 0, 10), "too small to hold an object|is not an image"),
+    (lambda p: Image.new("RGB", (1, 1), (20, 40, 60)).save(p), "1x1 pixels: too small to hold an object"),
+    (lambda p: Image.new("RGBA", (300, 12), (20, 40, 60, 255)).save(p), "300x12 pixels: too small"),
     (lambda p: Image.new("1", (20000, 20000)).save(p), "max_pixels"),
     (lambda p: Image.new("RGBA", (32, 32), (255, 0, 0, 0)).save(p), "alpha channel that is empty"),
 ])
@@ -229,7 +231,7 @@ def test_missing_carvekit_weights_offline_say_what_to_do(tmp_path, monkeypatch):
     import carvekit.utils.download_models as dm
 
     from img2mesh.errors import WeightsError
-    from img2mesh.utils.weights import get_weight
+    from img2mesh.segment.weights import remover_weight
 
     monkeypatch.setattr("carvekit.ml.files.checkpoints_dir", tmp_path / "ck")
     # The hosts "answer" so that carvekit's own downloader runs and fails; CI has no network at all,
@@ -241,7 +243,7 @@ def test_missing_carvekit_weights_offline_say_what_to_do(tmp_path, monkeypatch):
 
     monkeypatch.setattr(dm, "downloader", offline)
     with pytest.raises(WeightsError) as info:
-        get_weight("tracer_b7").download()
+        remover_weight("tracer_b7").download()
     message = str(info.value)
     assert "tracer_b7.pth" in message and "img2mesh weights download tracer_b7" in message
     assert str(tmp_path / "ck") in message and "ConnectionError" in message
@@ -251,7 +253,7 @@ def test_carvekit_hosts_unreachable_refuse_without_trying_the_downloader(tmp_pat
     import carvekit.utils.download_models as dm
 
     from img2mesh.errors import WeightsError
-    from img2mesh.utils.weights import get_weight
+    from img2mesh.segment.weights import remover_weight
 
     monkeypatch.setattr("carvekit.ml.files.checkpoints_dir", tmp_path / "ck")
     monkeypatch.setattr("img2mesh.utils.weights.unreachable", lambda urls: "no network: cdn.carve.photos")
@@ -261,7 +263,7 @@ def test_carvekit_hosts_unreachable_refuse_without_trying_the_downloader(tmp_pat
 
     monkeypatch.setattr(dm, "downloader", must_not_run)
     with pytest.raises(WeightsError) as info:
-        get_weight("tracer_b7").download()
+        remover_weight("tracer_b7").download()
     message = str(info.value)
     assert "no network: cdn.carve.photos" in message and str(tmp_path / "ck") in message
 

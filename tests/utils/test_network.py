@@ -6,9 +6,10 @@ import socket
 
 import pytest
 
+from img2mesh.elevation.weights import loftr_weight
 from img2mesh.errors import WeightsError
+from img2mesh.generate.weights import syncdreamer_weight
 from img2mesh.utils import network
-from img2mesh.utils.weights import get_weight
 
 
 @pytest.fixture
@@ -28,19 +29,19 @@ def no_network(monkeypatch):
 
 def test_a_missing_hub_weight_fails_without_trying_to_download(no_network, tmp_path, monkeypatch):
     monkeypatch.setattr("img2mesh.utils.weights.HubWeight.locate", lambda self: None)
-    weight = get_weight("syncdreamer", ["model:liuyuan-pal/SyncDreamer/syncdreamer-pretrain.ckpt"])
+    weight = syncdreamer_weight(["model:liuyuan-pal/SyncDreamer/syncdreamer-pretrain.ckpt"])
     with pytest.raises(WeightsError, match="no network: huggingface.co cannot be reached"):
         weight.download()
 
 
 def test_missing_loftr_weights_fail_without_trying(no_network, monkeypatch):
     pytest.importorskip("kornia")
-    monkeypatch.setattr("img2mesh.utils.weights.LoftrWeight.locate", lambda self: None)
+    monkeypatch.setattr("img2mesh.elevation.weights.LoftrWeight.locate", lambda self: None)
     import kornia.feature
 
     monkeypatch.setattr(kornia.feature, "LoFTR", lambda **kw: (_ for _ in ()).throw(AssertionError("tried")))
     with pytest.raises(WeightsError, match="no network: huggingface.co, cmp.felk.cvut.cz cannot be reached"):
-        get_weight("loftr").load("cpu")
+        loftr_weight("indoor_new").load("cpu")
 
 
 def test_the_probe_reports_a_closed_port_and_trusts_a_proxy(monkeypatch):

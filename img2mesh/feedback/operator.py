@@ -1,15 +1,19 @@
-"""3D-aware feedback during sampling (after Ouroboros3D, in its training-free form).
+"""3D-aware feedback during sampling (after Ouroboros3D, in a training-free form of its own).
 
-At the DDIM steps listed in ``generate.feedback.steps``, the sampler's clean-view prediction x̂₀ of
-the 16 views is decoded, a small NeuS field is fitted to those views (``reconstruct``'s field,
-renderer, trainer and hull start: no second NeuS), rendered back at the 16 cameras and encoded; the
-renders replace part of x̂₀ where they cover the object, and DDIM continues from the blended x̂₀
-(the noise prediction is re-derived from it, so the sampler stays the same DDIM). Each fit continues
-the previous one (warm start), so later feedback steps cost a fraction of a fresh reconstruction.
+Ouroboros3D trains its multi-view diffusion model and its 3D reconstruction model together, and
+feeds the reconstruction's colour and canonical-coordinate maps back to the diffusion model as
+conditions at every step. Nothing here is trained: at the DDIM steps listed in
+``generate.feedback.steps``, the sampler's clean-view prediction x̂₀ of the 16 views is decoded, a
+small NeuS field is fitted to those views (``reconstruct``'s field, renderer, trainer, hull start
+and robust terms: no second NeuS), rendered back at the 16 cameras and encoded; the renders replace
+part of x̂₀ where they cover the object, and DDIM continues from the blended x̂₀ (the noise
+prediction is re-derived from it, so the sampler stays the same DDIM). Each fit continues the
+previous one (warm start), so later feedback steps cost a fraction of a fresh reconstruction.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional
@@ -18,24 +22,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from img2mesh.pipeline.config import ReconstructConfig
 from img2mesh.utils.ddim import noise_for, predicted_x0
+from img2mesh.utils.settings import fixed
 
 if TYPE_CHECKING:
     from img2mesh.generate.model import SyncDreamer
-    from img2mesh.pipeline.config import FeedbackConfig
+    from img2mesh.pipeline.config import Config
+    from img2mesh.reconstruct.fields import FieldConfig
+    from img2mesh.reconstruct.hull_init import HullSettings
+    from img2mesh.reconstruct.renderer import RenderSettings
+    from img2mesh.reconstruct.trainer import TrainSettings
 
-# The fitted model: the smoke preset's field (a 64-wide, 4-layer SDF network and a 2 x 64 colour
-# network). It runs several times per instance, and x̂₀ of a mid-schedule step has no detail that a
-# wider network would need.
-FIELD_WIDTHS = {"hidden": 64, "layers": 4, "skip_at": 2, "feature_dim": 64, "color_hidden": 64, "color_layers": 2}
-SAMPLES_PER_RAY = 64
-LEARNING_RATE = 5e-4
 RENDER_CHUNK = 4096
-# The hull start, the mask term and the regulariser as reconstruct's defaults.
-HULL_VARIANCE = ReconstructConfig.hull_variance
-MASK_LOSS, MASK_WEIGHT = ReconstructConfig.mask_loss, ReconstructConfig.mask_weight
-EIKONAL_WEIGHT = ReconstructConfig.eikonal_weight
+VIEW_COUNT = 16
 
 
 def blend_noise(x_t: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor, renders: torch.Tensor,
@@ -55,22 +54,47 @@ def blend_noise(x_t: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor, ren
 
 @dataclass(frozen=True)
 class FeedbackSettings:
-    """``generate.feedback.*`` as the sampler uses it (built by :meth:`from_config`)."""
+    """``generate.feedback.*`` as the sampler uses it, with the fast model's field, fit and hull start
+    (built by :meth:`from_config` from ``generate.feedback`` and ``reconstruct``'s robust terms)."""
 
     steps: frozenset[int]  # 1 = the first DDIM step (from x_T)
     weight: float
-    fit_steps: int
-    rays_per_step: int
     image_size: int
-    field: str = "mlp"  # the fitted field's kind (generate.feedback.field)
+    field: "FieldConfig"
+    train: "TrainSettings"  # one fit's steps (generate.feedback.fit_steps), reconstruct's loss terms
+    render: "RenderSettings"
+    hull: "HullSettings"
+    warm_anneal_fraction: float = fixed(0.0, "a warm-started fit continues with NeuS's opacity already sharp")
 
     @classmethod
-    def from_config(cls, cfg: "FeedbackConfig") -> "FeedbackSettings":
-        return cls(frozenset(cfg.steps), cfg.weight, cfg.fit_steps, cfg.rays_per_step, cfg.image_size, cfg.field)
+    def from_config(cls, config: "Config") -> "FeedbackSettings":
+        """The feedback of a run: its own widths and fit length, reconstruct's loss terms and hull start."""
+        from img2mesh.reconstruct.fields import FieldConfig
+        from img2mesh.reconstruct.hull_init import HullSettings
+        from img2mesh.reconstruct.renderer import RenderSettings
+        from img2mesh.reconstruct.trainer import TrainSettings
+
+        fb, rec, bound = config.generate.feedback, config.reconstruct, config.scene.bound
+        widths = dict(hidden=fb.hidden, layers=fb.layers, feature_dim=fb.feature_dim, color_hidden=fb.color_hidden,
+                      color_layers=fb.color_layers, hash_levels=fb.hash_levels, hash_log2_size=fb.hash_log2_size)
+        field = dataclasses.replace(FieldConfig.from_config(rec, bound, VIEW_COUNT), kind=fb.field,
+                                    skip_at=fb.layers // 2, **widths)
+        train = dataclasses.replace(TrainSettings.from_config(rec, config.run.seed), steps=fb.fit_steps,
+                                    rays_per_step=fb.rays_per_step, learning_rate=fb.learning_rate,
+                                    warmup_steps=max(1, fb.fit_steps // 10), curvature_weight=0.0,
+                                    checkpoint_every=fb.fit_steps)
+        render = dataclasses.replace(RenderSettings.from_config(rec, bound), coarse_samples=fb.samples_per_ray // 2,
+                                     fine_samples=fb.samples_per_ray // 2)
+        hull = dataclasses.replace(HullSettings.from_config(rec), steps=fb.fit_steps)
+        return cls(frozenset(fb.steps), fb.weight, fb.image_size, field, train, render, hull)
 
     @property
     def enabled(self) -> bool:
         return bool(self.steps)
+
+    @property
+    def fit_steps(self) -> int:
+        return self.train.steps
 
 
 class ViewFitter:
@@ -80,24 +104,21 @@ class ViewFitter:
     hull is empty); every later call continues from where the previous fit ended.
     """
 
-    def __init__(self, Ks: np.ndarray, poses: np.ndarray, settings: FeedbackSettings, bound: float, seed: int,
+    def __init__(self, Ks: np.ndarray, poses: np.ndarray, settings: FeedbackSettings, seed: int,
                  device: torch.device) -> None:
-        from img2mesh.reconstruct.fields import FieldConfig, NeuSField
-        from img2mesh.reconstruct.renderer import RenderSettings
+        from img2mesh.reconstruct.fields import NeuSField
 
         self.Ks, self.poses = Ks, poses  # Ks for settings.image_size pixels
-        self.settings, self.bound, self.seed, self.device = settings, bound, seed, device
-        config = FieldConfig(kind=settings.field, hash_levels=8, hash_log2_size=16, bound=bound,  # smoke's grid
-                             view_input="reflected", **FIELD_WIDTHS)
-        self.field = NeuSField(config).to(device)
-        self.render = RenderSettings(SAMPLES_PER_RAY // 2, SAMPLES_PER_RAY // 2, bound)
+        self.settings, self.seed, self.device = settings, seed, device
+        self.bound = settings.field.bound
+        self.field = NeuSField(settings.field).to(device)
         self.fits = 0
 
     @torch.enable_grad()  # the sampler runs without autograd; the fit needs it
     def fit(self, images: np.ndarray) -> dict[str, float]:
         """Continue fitting to N,H,W,3 views in [0, 1] on white (white-background masks)."""
         from img2mesh.reconstruct.hull_init import fit_to_hull
-        from img2mesh.reconstruct.trainer import TrainSettings, train
+        from img2mesh.reconstruct.trainer import train
         from img2mesh.reconstruct.views import Views, threshold_masks
 
         masks, source = threshold_masks(images)
@@ -105,24 +126,19 @@ class ViewFitter:
         info: dict[str, float] = {}
         if self.fits == 0 and views.silhouettes.any(axis=(1, 2)).all():
             try:
-                info = fit_to_hull(self.field, views, self.bound, self.settings.fit_steps, self.seed, self.device,
-                                   HULL_VARIANCE, EIKONAL_WEIGHT)
+                info = fit_to_hull(self.field, views, self.bound, self.settings.hull, self.seed, self.device)
             except ValueError:  # the views agree on no point yet: start from the sphere
                 pass
-        s = self.settings
-        settings = TrainSettings(steps=s.fit_steps, rays_per_step=s.rays_per_step, learning_rate=LEARNING_RATE,
-                                 warmup_steps=max(1, s.fit_steps // 10), mask_loss=MASK_LOSS, mask_weight=MASK_WEIGHT,
-                                 eikonal_weight=EIKONAL_WEIGHT, curvature_weight=0.0, checkpoint_every=s.fit_steps,
-                                 seed=self.seed + self.fits,
-                                 # a warm-started fit continues with NeuS's opacity already sharp
-                                 anneal_fraction=0.2 if self.fits == 0 else 0.0)
-        stats = train(self.field, views, settings, self.render, self.device)
+        settings = dataclasses.replace(self.settings.train, seed=self.seed + self.fits, **(
+            {} if self.fits == 0 else {"anneal_fraction": self.settings.warm_anneal_fraction}))
+        stats = train(self.field, views, settings, self.settings.render, self.device)
         self.fits += 1
         return {**info, "loss_last": float(stats["loss_last"])}
 
     @torch.no_grad()
     def render_views(self) -> tuple[np.ndarray, np.ndarray]:
-        """The field at the N cameras: colours (N,H,W,3) on white and opacity (N,H,W), in [0, 1]."""
+        """The field at the N cameras (with the mean appearance): colours (N,H,W,3) on white and opacity
+        (N,H,W), in [0, 1]."""
         from img2mesh.reconstruct.renderer import render_rays
         from img2mesh.reconstruct.views import pixel_rays
 
@@ -132,7 +148,7 @@ class ViewFitter:
             origin, dirs = pixel_rays(K, pose, size, size)
             d = torch.from_numpy(np.ascontiguousarray(dirs, dtype=np.float32)).reshape(-1, 3).to(self.device)
             o = torch.from_numpy(np.asarray(origin, dtype=np.float32)).to(self.device).expand_as(d)
-            parts = [render_rays(self.field, o[i:i + RENDER_CHUNK], d[i:i + RENDER_CHUNK], self.render)
+            parts = [render_rays(self.field, o[i:i + RENDER_CHUNK], d[i:i + RENDER_CHUNK], self.settings.render)
                      for i in range(0, d.shape[0], RENDER_CHUNK)]
             colours.append(torch.cat([p["color"] for p in parts]).reshape(size, size, 3).clamp(0, 1).cpu())
             opacities.append(torch.cat([p["opacity"] for p in parts]).reshape(size, size).clamp(0, 1).cpu())
@@ -161,14 +177,14 @@ RenderSink = Callable[[int, int, np.ndarray], None]
 class SamplingFeedback:
     """The hook the sampler calls after each noise prediction (``sample_latents(feedback=...)``)."""
 
-    def __init__(self, model: "SyncDreamer", settings: FeedbackSettings, sets: int, bound: float, seed: int,
+    def __init__(self, model: "SyncDreamer", settings: FeedbackSettings, sets: int, seed: int,
                  device: torch.device, on_renders: Optional[RenderSink] = None) -> None:
         self.model, self.settings, self.on_renders = model, settings, on_renders
         size = settings.image_size
         Ks = model.Ks.detach().cpu().numpy().astype(np.float64).copy()
         Ks[:, :2] *= size / model.config.image_size
         poses = model.poses.detach().cpu().numpy().astype(np.float64)
-        self.fitters = [ViewFitter(Ks, poses, settings, bound, seed + k, device) for k in range(sets)]
+        self.fitters = [ViewFitter(Ks, poses, settings, seed + k, device) for k in range(sets)]
         self.records: list[dict] = []
 
     @torch.no_grad()

@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from img2mesh.app import load_config
 from img2mesh.cli import app
-from img2mesh.generate.feedback import FeedbackSettings, SamplingFeedback, ViewFitter, blend_noise, psnr
+from img2mesh.feedback.operator import FeedbackSettings, SamplingFeedback, ViewFitter, blend_noise, psnr
 from img2mesh.utils.ddim import predicted_x0
 
 from helpers.scenes import box_mesh, render_views
@@ -59,8 +60,12 @@ def tiny_model():
     return model
 
 
-def settings(steps=(1, 2), weight=0.5, fit_steps=5, size=16):
-    return FeedbackSettings(frozenset(steps), weight, fit_steps, 128, size)
+def settings(steps=(1, 2), weight=0.5, fit_steps=5, size=16, *extra):
+    """The run's feedback settings for these keys (the rest: the defaults)."""
+    config = load_config(overrides=[f"generate.feedback.steps={list(steps)}", f"generate.feedback.weight={weight}",
+                                    f"generate.feedback.fit_steps={fit_steps}", f"generate.feedback.image_size={size}",
+                                    "generate.feedback.rays_per_step=128", *extra])
+    return FeedbackSettings.from_config(config)
 
 
 class FlatFitter:
@@ -84,14 +89,14 @@ def test_weight_zero_leaves_the_sampler_bit_identical(tiny_model):
     image, elevation = torch.zeros(1, 3, 256, 256), torch.full((1,), 0.5)
     sampler = SamplerSettings(Guidance("cfg", (1.0,)), 2, 1.0, 16, "sample")
     plain = sample_latents(model, image, elevation, sampler, seeded_randn(0, torch.device("cpu")))
-    hook = SamplingFeedback(model, settings(weight=0.0), 1, 0.6, 0, torch.device("cpu"))
+    hook = SamplingFeedback(model, settings(weight=0.0), 1, 0, torch.device("cpu"))
     hooked = sample_latents(model, image, elevation, sampler, seeded_randn(0, torch.device("cpu")), feedback=hook)
     assert torch.equal(plain, hooked) and hook.records == []
 
 
 def test_weight_one_makes_x0_the_encoded_renders_at_feedback_steps_only(tiny_model):
     model = tiny_model
-    hook = SamplingFeedback(model, settings(steps=(2,), weight=1.0), 1, 0.6, 0, torch.device("cpu"))
+    hook = SamplingFeedback(model, settings(steps=(2,), weight=1.0), 1, 0, torch.device("cpu"))
     hook.fitters = [FlatFitter(16)]
     x_t, noise = torch.randn(1, 16, 4, 32, 32), torch.randn(1, 16, 4, 32, 32)
     assert hook(0, x_t, noise, ALPHA) is noise  # step 1: no feedback
@@ -109,7 +114,7 @@ def test_the_fitted_model_explains_the_views_and_continues_between_fits(tmp_path
     from img2mesh.utils import cameras
 
     Ks = np.repeat(cameras.intrinsics(size)[None], 16, 0)
-    fitter = ViewFitter(Ks, cameras.target_poses(), settings(fit_steps=60, size=size), 0.6, 0, torch.device("cpu"))
+    fitter = ViewFitter(Ks, cameras.target_poses(), settings((1,), 0.5, 60, size), 0, torch.device("cpu"))
     fitter.fit(views)
     colour, opacity = fitter.render_views()
     silhouettes = views.min(-1) < 0.9
@@ -154,8 +159,8 @@ def test_a_run_with_feedback_keeps_renders_and_records_them_and_resumes(tmp_path
 
 @pytest.mark.parametrize("setting, message", [
     ("generate.feedback.steps=[3]", "beyond generate.steps"),
-    ("generate.feedback.weight=1.5", "a fraction from 0 to 1"),
-    ("generate.feedback.steps=[0]", "count from 1"),
+    ("generate.feedback.weight=1.5", "generate.feedback.weight: must be at most 1"),
+    ("generate.feedback.steps=[0]", "generate.feedback.steps: must be at least 1"),
 ])
 def test_feedback_settings_that_cannot_work_are_one_line(tmp_path, setting, message):
     out = tmp_path / "out"
@@ -165,10 +170,22 @@ def test_feedback_settings_that_cannot_work_are_one_line(tmp_path, setting, mess
 
 
 def test_the_fitted_field_is_the_configured_kind():
-    from img2mesh.pipeline.config import load_config
     from img2mesh.utils import cameras
 
-    settings = FeedbackSettings.from_config(load_config(overrides=["generate.feedback.field=hashgrid"]).generate.feedback)
-    fitter = ViewFitter(np.repeat(cameras.intrinsics(16)[None], 16, 0), cameras.target_poses(), settings, 0.6, 0,
+    chosen = settings((1,), 0.5, 5, 16, "generate.feedback.field=hashgrid")
+    fitter = ViewFitter(np.repeat(cameras.intrinsics(16)[None], 16, 0), cameras.target_poses(), chosen, 0,
                         torch.device("cpu"))
-    assert settings.field == "hashgrid" and fitter.field.config.kind == "hashgrid" and fitter.field.encoding is not None
+    assert chosen.field.kind == "hashgrid" and fitter.field.config.kind == "hashgrid" and fitter.field.encoding is not None
+
+
+def test_the_users_widths_rate_and_robust_terms_reach_the_fitted_model():
+    """generate.feedback's own keys set the fast model; reconstruct's robust terms apply to its fit."""
+    chosen = settings((1,), 0.5, 7, 16, "generate.feedback.hidden=32", "generate.feedback.layers=2",
+                      "generate.feedback.learning_rate=0.002", "generate.feedback.samples_per_ray=24",
+                      "reconstruct.color_loss=soft_l1", "reconstruct.mask_margin=2", "reconstruct.hull_tolerance=1",
+                      "reconstruct.appearance_dim=4")
+    assert (chosen.field.hidden, chosen.field.layers, chosen.field.skip_at) == (32, 2, 1)
+    assert chosen.field.appearance_dim == 4 and chosen.field.appearance_views == 16
+    assert chosen.train.learning_rate == 0.002 and chosen.train.steps == 7 and chosen.hull.steps == 7
+    assert chosen.train.color_loss == "soft_l1" and chosen.train.mask_margin == 2 and chosen.hull.tolerance == 1
+    assert chosen.render.coarse_samples + chosen.render.fine_samples == 24
