@@ -1,10 +1,12 @@
 """Time and memory of the enhance stage's RGNV with a full-size SD-2-depth UNet and VAE (random
 weights: the cost does not depend on them).
 
-One sample set is 16 views: each is inverted for ``l`` steps and denoised for ``l`` steps together
-with the reference, ``batch_views`` pairs per UNet call. This times one chunk of ``batch_views``
-views (inversion + injected sampling + VAE decode) and scales it to the 16 views. On a CPU use a
-small ``--l`` and read the per-step figure; a GPU runs the real ``l`` = 30.
+One run inverts and denoises the reference once (2l unguided UNet calls on one latent); one sample
+set is 16 views, each inverted for ``l`` steps (unguided) and denoised for ``l`` steps with the
+reference's K/V injected and classifier-free guidance (two latents per view and step), ``batch_views``
+views per call. This times the reference branch and one chunk of ``batch_views`` views (inversion +
+guided injected sampling + VAE decode) and scales the chunk to the 16 views. On a CPU use a small
+``--l`` and read the per-call figure; a GPU runs the real ``l`` = 30.
 
     python benchmarks/enhance.py                      # GPU: fp16, l = 30, 4 views per call
     python benchmarks/enhance.py --device cpu --l 1 --views 1
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import torch
 
@@ -29,7 +32,7 @@ def measure(device: torch.device, dtype: torch.dtype, steps: int, l_steps: int, 
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from img2mesh.enhance.components import tiny_sd2_depth
-    from img2mesh.enhance.rgnv import RGNVSettings, enhance_latents
+    from img2mesh.enhance.rgnv import RGNVSettings, enhance_latents, prepare_reference
 
     if tiny:
         parts = tiny_sd2_depth()
@@ -44,21 +47,32 @@ def measure(device: torch.device, dtype: torch.dtype, steps: int, l_steps: int, 
     shape = (views, 4, latent, latent)
     novel, reference = torch.randn(shape, device=device, dtype=dtype), torch.randn(1, *shape[1:], device=device, dtype=dtype)
     depth = torch.rand(views, 1, latent, latent, device=device, dtype=dtype)
-    text = torch.randn(context, device=device, dtype=dtype)
-    settings = RGNVSettings(steps, l_steps, min(4, l_steps - 1), 10, 1.0)
+    text, uncond = torch.randn(context, device=device, dtype=dtype), torch.randn(context, device=device, dtype=dtype)
+    settings = RGNVSettings(steps, l_steps, 0, 10, 9.0)  # the stage's defaults: inject at every step, guided
+    reference_s, branch = _timed(device, lambda: prepare_reference(unet, alphas, reference, depth[:1], text, settings))
+
+    def chunk() -> None:
+        with torch.no_grad():
+            out, _ = enhance_latents(unet, alphas, branch, novel, depth, text, uncond, settings)
+            vae.decode(out / 0.18215)
+
+    seconds, _ = _timed(device, chunk)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    calls = l_steps + 2 * l_steps  # per view: l unguided inversion steps, l guided steps of two latents
+    return {"reference_s": reference_s, "chunk_s": seconds, "set_s": reference_s + seconds * 16 / views,
+            "unet_calls_per_view": calls, "s_per_unet_call": seconds / (calls * views), "peak_gib": peak}
+
+
+def _timed(device: torch.device, work: Any) -> tuple[float, Any]:
+    """(seconds, result) of ``work()``, synchronised on CUDA (peak memory counted from here)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    with torch.no_grad():
-        out, _ = enhance_latents(unet, alphas, reference, novel, depth[:1], depth, text, None, settings)
-        vae.decode(out / 0.18215)
+    result = work()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    return {"chunk_s": seconds, "set_s": seconds * 16 / views, "unet_calls": 2 * l_steps,
-            "s_per_unet_call": seconds / (2 * l_steps), "peak_gib": peak}
+    return time.perf_counter() - start, result
 
 
 def main() -> None:
@@ -71,9 +85,9 @@ def main() -> None:
     device = torch.device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     r = measure(device, dtype, args.steps, args.l_steps, args.views)
-    print(f"{args.device}: {args.views} views, l = {args.l_steps}: {r['chunk_s']:.1f} s "
-          f"({r['s_per_unet_call']:.2f} s per UNet call of {2 * args.views} latents); "
-          f"16 views: {r['set_s']:.0f} s; peak {r['peak_gib']:.2f} GiB")
+    print(f"{args.device}: reference branch {r['reference_s']:.1f} s; {args.views} views, l = {args.l_steps}: "
+          f"{r['chunk_s']:.1f} s ({r['s_per_unet_call']:.3f} s per view and UNet call, "
+          f"{r['unet_calls_per_view']} calls per view); 16 views: {r['set_s']:.0f} s; peak {r['peak_gib']:.2f} GiB")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@
    and a warm-started one, seconds each;
 4. the enhance stage's RGNV with a full-size SD-2-depth UNet and VAE (random weights), fp16, l = 30,
    4 views per call: seconds per 16-view set and peak memory;
-5. reconstruct + mesh at the ``default`` preset on two shared GSO objects: seconds, CD / IoU;
-6. one end-to-end ``img2mesh run`` with full-size random weights (``smoke`` preset).
+5. the refine stage's RGSD with the same networks, fp16, 512², T = 20, l = 12: 40 iterations timed,
+   seconds per 1000 (the stage's default) extrapolated, and peak memory;
+6. reconstruct + mesh at the ``default`` preset on two shared GSO objects: seconds, CD / IoU;
+7. one end-to-end ``img2mesh run`` with full-size random weights (``smoke`` preset).
 
 ``--quick`` runs the same sequence on the CPU with the tiny model and a handful of steps (the test
 suite runs it, so the command cannot rot). Logs and ``results.json`` go to ``--out``.
@@ -131,8 +133,23 @@ def enhancement(quick: bool) -> list[Row]:
     r = measure(device, torch.float32 if quick else torch.float16, 4 if quick else 50, 2 if quick else 30,
                 2 if quick else 4, tiny=quick)
     setting = f"{'tiny' if quick else 'full-size SD-2-depth'} UNet + VAE, l = {2 if quick else 30}, one set of 16"
-    return [Row("enhance", setting, f"{r['set_s']:.1f} s/set ({r['s_per_unet_call']:.3f} s per UNet call)",
-                r["set_s"], r["peak_gib"] if device.type == "cuda" else None)]
+    return [Row("enhance", setting, f"{r['set_s']:.1f} s/set (reference once {r['reference_s']:.1f} s; "
+                f"{r['s_per_unet_call']:.3f} s per latent and UNet call)", r["set_s"],
+                r["peak_gib"] if device.type == "cuda" else None)]
+
+
+def refinement(quick: bool) -> list[Row]:
+    import torch
+
+    from refine_cost import measure
+
+    device = torch.device("cpu" if quick else "cuda")
+    iterations = 4 if quick else 40
+    r = measure(device, torch.float32 if quick else torch.float16, iterations, tiny=quick)
+    setting = (f"{'tiny' if quick else 'full-size SD-2-depth'} UNet + VAE, {r['size']}², T = 20, l = 12, "
+               f"{iterations} iterations timed")
+    return [Row("refine", setting, f"{r['s_per_iteration']:.2f} s/iteration; 1000 iterations "
+                f"{r['s_per_1000'] / 60:.1f} min", r["s_per_1000"], r["peak_gib"] if device.type == "cuda" else None)]
 
 
 def reconstruction(quick: bool, objects: list[str]) -> list[Row]:
@@ -186,7 +203,7 @@ def main() -> int:
                         help="where logs and results.json go (default: $OUT, else gpu-check/)")
     parser.add_argument("--objects", nargs="+", default=None, help="GSO objects (default: chicken teapot)")
     parser.add_argument("--skip", nargs="*", default=[],
-                        choices=["tests", "generate", "feedback", "enhance", "reconstruct", "e2e"])
+                        choices=["tests", "generate", "feedback", "enhance", "refine", "reconstruct", "e2e"])
     args = parser.parse_args()
     import torch
 
@@ -204,6 +221,7 @@ def main() -> int:
         "generate": ("generate", "full model, random weights", lambda: generation(args.quick)),
         "feedback": ("feedback", "one feedback operation", lambda: feedback(args.quick)),
         "enhance": ("enhance", "RGNV, random weights", lambda: enhancement(args.quick)),
+        "refine": ("refine", "RGSD, random weights", lambda: refinement(args.quick)),
         "reconstruct": ("reconstruct + mesh", "GSO", lambda: reconstruction(args.quick, objects)),
         "e2e": ("end to end", "img2mesh run", lambda: end_to_end(args.quick, args.out)),
     }

@@ -38,7 +38,7 @@ class OneLineErrors(TyperGroup):
                 _print_json(document([], exc.exit_code, message, "usage"), sys.stdout)
             _print_error(message)
             sys.exit(exc.exit_code)
-        except errors.Abort:
+        except typer.Abort:
             _print_error("aborted")
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
@@ -48,9 +48,8 @@ def _click_exceptions() -> Any:
     """The exceptions of the click that typer runs on (recent typer vendors its own copy)."""
     import typer.core
 
-    click = getattr(typer.core, "_click", None)
-    if click is None:
-        import click
+    # recent typer vendors click as typer.core._click; older typer imports the click package itself
+    click = getattr(typer.core, "_click", None) or typer.core.click
     return click.exceptions
 
 

@@ -29,13 +29,6 @@ class StageError(Img2MeshError):
     category = "stage"
 
 
-class StageNotImplementedError(StageError):
-    """A stage that exists in the pipeline but has not landed yet."""
-
-    def __init__(self, stage: str, hint: str = "") -> None:
-        super().__init__(f"stage {stage} is not implemented yet" + (f"; {hint}" if hint else ""))
-
-
 class LockedError(UsageError):
     """Another live img2mesh process is writing to the same output folder."""
 

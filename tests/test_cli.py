@@ -369,3 +369,58 @@ def test_offline_fails_at_once_without_retries(image, tmp_path):
     message = " ".join(result.stderr.split())
     assert "syncdreamer-pretrain.ckpt" in message and "--offline or HF_HUB_OFFLINE is set" in message
     assert "Retrying" not in result.stderr and "Traceback" not in result.stderr
+
+
+# What a new user hit in their first hour (each failed before it was fixed).
+
+def test_remesh_quad_without_its_package_is_refused_before_any_stage_runs(monkeypatch, recorder, image, tmp_path):
+    monkeypatch.setitem(sys.modules, "pyinstantmeshes", None)  # as if not installed: import fails
+    monkeypatch.setattr(stages_module, "default_stages",
+                        lambda *a, **k: [*recorder.chain(), *[s for s in stages_module.registered_stages()
+                                                               if s.name == "mesh"]])
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(image), "-o", str(out), "--remesh", "quad", "--device", "cpu"])
+    assert_one_line_error(result, 2, "pyinstantmeshes")
+    assert recorder.calls == [] and snapshot(out) == {}
+
+
+def test_a_run_refused_by_the_lock_leaves_the_live_runs_report_alone(fake_stages, image, tmp_path):
+    from img2mesh.pipeline.lock import RunLock
+
+    out = tmp_path / "out"
+    assert invoke("run", image, "-o", out, "--device", "cpu", "-q").exit_code == 0
+    before = snapshot(out)
+    with RunLock(out):
+        refused = runner.invoke(app, ["run", str(image), "-o", str(out), "--device", "cpu", "-q", "--force"])
+    assert refused.exit_code == 2 and "in use by another img2mesh run" in refused.stderr
+    assert snapshot(out) == before  # report.html and report_files/ included
+
+
+@pytest.mark.parametrize("args", [["--target-faces", "0"], ["--no-such-flag"], []], ids=["bad-value", "unknown", "no-out"])
+def test_json_parser_errors_are_one_document_and_one_error_line(fake_stages, image, tmp_path, args):
+    out_args = [] if args == [] else ["-o", str(tmp_path / "out")]
+    result = runner.invoke(app, ["run", str(image), *out_args, "--json", *args])
+    assert result.exit_code == 2, result.output
+    document = json.loads(result.stdout)
+    assert document["ok"] is False and document["error"]
+    assert [line for line in result.stderr.splitlines() if line.strip()][-1].startswith("error:")
+    assert "╭" not in result.stderr and "Traceback" not in result.output
+
+
+def test_run_help_names_the_ray_extra():
+    result = invoke("run", "--help")
+    assert "img2mesh[ray]" in " ".join(result.output.split())
+
+
+def test_tables_piped_to_a_file_are_not_cut_at_80_columns(tmp_path):
+    listing = subprocess.run([sys.executable, "-m", "img2mesh", "weights", "list"], capture_output=True, text=True,
+                             env={**os.environ, "COLUMNS": ""}, check=True).stdout
+    assert max(len(line) for line in listing.splitlines()) > 100, listing
+    assert "…" not in listing
+
+
+def test_from_a_stage_on_an_empty_out_writes_nothing(fake_stages, image, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(image), "-o", str(out), "--from", "c", "--device", "cpu"])
+    assert result.exit_code == 1 and "no up-to-date result" in " ".join(result.stderr.split()), result.stderr
+    assert not out.exists()

@@ -1,4 +1,4 @@
-"""``make gpu-check`` in its quick CPU mode: the same six checks, tiny models, so the command cannot rot."""
+"""``make gpu-check`` in its quick CPU mode: the same seven checks, tiny models, so the command cannot rot."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_quick_mode_runs_every_check_and_ends_with_the_table(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     checks = [row["check"] for row in results["rows"]]
     assert checks[0] == "gpu tests" and checks.count("generate") == 2 and checks[-1] == "end to end"
-    assert "reconstruct + mesh" in checks and "feedback" in checks and "enhance" in checks
+    assert "reconstruct + mesh" in checks and "feedback" in checks and "enhance" in checks and "refine" in checks
     assert all(row["ok"] for row in results["rows"]), results["rows"]
     assert "tests collected" in results["rows"][0]["result"]  # the gpu tests at least import and collect
     table = done.stdout.strip().splitlines()

@@ -24,10 +24,6 @@ DEPTH_PREFIXES = (UNET_PREFIX + "middle_conditions.", UNET_PREFIX + "output_cond
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "clip_image_encoder.model."
 CLIP_VISUAL = CLIP_PREFIX + "visual."
-# Text-tower leftovers FrozenCLIPImageEmbedder keeps; the image model never uses them.
-CLIP_TEXT_LEFTOVERS = tuple(CLIP_PREFIX + k for k in (
-    "token_embedding.weight", "positional_embedding", "ln_final.weight", "ln_final.bias",
-    "text_projection", "logit_scale"))
 ONE_TO_ONE_PREFIXES = ("spatial_volume.", "time_embed.", "cc_projection.")
 BUFFERS = ("betas", "alphas", "alphas_cumprod", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
            "posterior_variance", "posterior_log_variance_clipped", "poses", "Ks", "azimuth")

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
 # Rows map world (x, y, z) to export (X, Y, Z) = (y, z, x).
 WORLD_TO_EXPORT = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
-FORMATS = ("glb", "ply", "obj")
 
 
 def to_export_frame(mesh: "trimesh.Trimesh") -> "trimesh.Trimesh":

@@ -42,18 +42,18 @@ class ReconstructConfig(Section):
                                      "background (0: the strict intersection of the silhouettes)", minimum=0)
     masks: Literal["auto", "remover", "threshold"] = setting("auto", "masks of views without alpha: carvekit "
                                                                      "(remover), the white threshold, or auto")
-    color_loss: Literal["l1", "soft_l1"] = setting("l1", "colour term: L1 per channel, or the official soft-L1 "
+    color_loss: Literal["l1", "soft_l1"] = setting("soft_l1", "colour term: L1 per channel, or the official soft-L1 "
                                                          "(sqrt(|error|^2 + 0.001) per ray)")
     mask_loss: Literal["bce", "mse"] = setting("bce", "mask term against the soft masks (official: mse)")
-    mask_margin: int = setting(0, "pixels along each silhouette left out of the mask term (a few pixels of "
+    mask_margin: int = setting(2, "pixels along each silhouette left out of the mask term (a few pixels of "
                                   "disagreement there cost nothing)", minimum=0)
     mask_weight: float = setting(1.0, "mask term weight (official: 1.0 x mse against 0.5 x soft-L1 colour)",
                                  minimum=0.0)
     eikonal_weight: float = setting(0.1, "eikonal regulariser weight", minimum=0.0)
     curvature_weight: float = setting(0.05, "normal smoothness, hash-grid field only", minimum=0.0)
-    appearance_dim: int = setting(0, "per-view appearance code width fed to the colour network (NeRF-W); the "
+    appearance_dim: int = setting(8, "per-view appearance code width fed to the colour network (NeRF-W); the "
                                      "texture uses the mean code; 0: off", minimum=0)
-    pose_refine: bool = setting(False, "learn a small rotation and translation per view (after a warm-up, held "
+    pose_refine: bool = setting(True, "learn a small rotation and translation per view (after a warm-up, held "
                                        "near zero)")
     checkpoint_every: int = setting(500, "steps between resume checkpoints", minimum=1)
     select: Union[Literal["auto", "all"], int] = setting("auto", "sample set to reconstruct: auto (best score), K "

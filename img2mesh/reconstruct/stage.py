@@ -173,6 +173,6 @@ _COMMON = dict(name="reconstruct", description="fit a NeuS signed-distance field
                # 4: official colour network widths, reflected view direction, start from the hull;
                # 5: training after the hull start begins sharp (reconstruct.hull_variance);
                # 6: the robust recipe's keys (hull tolerance, soft-L1, mask margin, appearance, poses)
-               version=6, config=ReconstructConfig, report=panel)
+               version=7, config=ReconstructConfig, report=panel)
 STAGE = Stage(reads=("generate", "enhance"), run=run_on_generated, check_config=check_select, **_COMMON)
 FOLDER_STAGE = Stage(reads=(), run=run_on_folder, check_input=check_views_folder, **_COMMON)

@@ -182,10 +182,10 @@ def test_the_users_widths_rate_and_robust_terms_reach_the_fitted_model():
     """generate.feedback's own keys set the fast model; reconstruct's robust terms apply to its fit."""
     chosen = settings((1,), 0.5, 7, 16, "generate.feedback.hidden=32", "generate.feedback.layers=2",
                       "generate.feedback.learning_rate=0.002", "generate.feedback.samples_per_ray=24",
-                      "reconstruct.color_loss=soft_l1", "reconstruct.mask_margin=2", "reconstruct.hull_tolerance=1",
+                      "reconstruct.color_loss=l1", "reconstruct.mask_margin=3", "reconstruct.hull_tolerance=1",
                       "reconstruct.appearance_dim=4")
     assert (chosen.field.hidden, chosen.field.layers, chosen.field.skip_at) == (32, 2, 1)
     assert chosen.field.appearance_dim == 4 and chosen.field.appearance_views == 16
     assert chosen.train.learning_rate == 0.002 and chosen.train.steps == 7 and chosen.hull.steps == 7
-    assert chosen.train.color_loss == "soft_l1" and chosen.train.mask_margin == 2 and chosen.hull.tolerance == 1
+    assert chosen.train.color_loss == "l1" and chosen.train.mask_margin == 3 and chosen.hull.tolerance == 1
     assert chosen.render.coarse_samples + chosen.render.fine_samples == 24

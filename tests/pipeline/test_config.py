@@ -175,13 +175,13 @@ def test_settings_built_from_the_config_carry_the_configs_values():
 
     cfg = load_config(overrides=["reconstruct.feature_dim=48", "reconstruct.color_hidden=40",
                                  "reconstruct.color_layers=3", "reconstruct.view_input=direction",
-                                 "reconstruct.appearance_dim=8", "reconstruct.color_loss=soft_l1",
-                                 "reconstruct.mask_margin=2", "reconstruct.pose_refine=true"]).reconstruct
+                                 "reconstruct.appearance_dim=6", "reconstruct.color_loss=l1",
+                                 "reconstruct.mask_margin=3", "reconstruct.pose_refine=false"]).reconstruct
     field = FieldConfig.from_config(cfg, 0.6, 16)
     assert (field.feature_dim, field.color_hidden, field.color_layers, field.view_input) == (48, 40, 3, "direction")
-    assert (field.appearance_dim, field.appearance_views) == (8, 16)
+    assert (field.appearance_dim, field.appearance_views) == (6, 16)
     train = TrainSettings.from_config(cfg, seed=3)
-    assert (train.color_loss, train.mask_margin, train.pose_refine, train.seed) == ("soft_l1", 2, True, 3)
+    assert (train.color_loss, train.mask_margin, train.pose_refine, train.seed) == ("l1", 3, False, 3)
 
 
 def test_config_command_prints_the_resolved_config():

@@ -10,12 +10,12 @@ from helpers.images import write_rgba
 
 def test_folder_expands_to_sorted_images_only(tmp_path):
     folder = tmp_path / "in"
-    for name in ("b.png", "a.JPG", "c.webp", ".hidden.png"):
+    for name in ("b.png", "a.JPG", "c.webp", "d.gif", ".hidden.png"):
         write_rgba(folder / "x.png").rename(folder / name)
     (folder / "notes.txt").write_text("x")
     (folder / "sub").mkdir()
     images, batch = collect_images([folder])
-    assert [p.name for p in images] == ["a.JPG", "b.png", "c.webp"]
+    assert [p.name for p in images] == ["a.JPG", "b.png", "c.webp", "d.gif"]  # a GIF, as when named alone
     assert batch  # a folder always means OUT/<stem>/, even with one image
 
 

@@ -129,3 +129,17 @@ def test_a_refused_input_leaves_the_other_inputs_report_alone(monkeypatch, recor
     refused = CliRunner().invoke(app, ["run", str(other), "-o", str(out), "--device", "cpu", "-q"])
     assert refused.exit_code == 1 and "holds the results of another input" in refused.stderr
     assert (out / "report.html").read_bytes() == before
+
+
+def test_stage_warnings_reach_the_report(monkeypatch, recorder, image, tmp_path):
+    import logging
+
+    def warn(ctx) -> None:
+        logging.getLogger("img2mesh").warning("b: masks from the white-background threshold")
+
+    monkeypatch.setattr(stages_module, "default_stages",
+                        lambda *a, **k: [recorder.stage("a"), recorder.stage("b", reads=("a",), body=warn)])
+    out = tmp_path / "out"
+    assert CliRunner().invoke(app, ["run", str(image), "-o", str(out), "--device", "cpu", "-q"]).exit_code == 0
+    page = (out / "report.html").read_text()
+    assert "Warnings" in page and "b: masks from the white-background threshold" in page
