@@ -295,7 +295,11 @@ class NeuSField(nn.Module):
         without ids, the mean code (what the exported texture shows)."""
         if not self.config.appearance_dim:
             return self.color_net(x, normal, view, features)
-        codes = (self.appearance.mean(0).expand(x.shape[0], -1) if view_ids is None else self.appearance[view_ids])
+        if view_ids is None:
+            codes = self.appearance.mean(0).expand(x.shape[0], -1)
+        else:  # a one-hot product, not self.appearance[view_ids]: that gather's backward accumulates in
+            # a thread-dependent order on the CPU, so the same seed would not give the same field
+            codes = torch.nn.functional.one_hot(view_ids, self.appearance.shape[0]).to(self.appearance.dtype) @ self.appearance
         return self.color_net(x, normal, view, features, codes)
 
     def inv_s(self) -> torch.Tensor:
