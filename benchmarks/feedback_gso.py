@@ -10,7 +10,7 @@ rendered at the 16 cameras, and the renders replace the views with ``--weight`` 
 object. Reported per object and on average: PSNR to the ground truth and the sample score's
 consistency (visual-hull silhouette agreement), before and after, and the seconds of the operation.
 
-    python benchmarks/feedback_gso.py                      # CPU: about a minute per object
+    python benchmarks/feedback_gso.py                      # CPU: about 90 s per object
     python benchmarks/feedback_gso.py --level 3 --weight 0.25 0.5 1.0 --save /tmp/strips
     python benchmarks/feedback_gso.py --set reconstruct.appearance_dim=0   # without a robust term
 """

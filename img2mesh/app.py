@@ -35,6 +35,11 @@ STAGE_MODULES = (
 )
 
 
+def stage_names() -> list[str]:
+    """The stage names in run order, read from ``STAGE_MODULES`` without importing any stage (for --help)."""
+    return [name.split(".")[1] for name in STAGE_MODULES]
+
+
 def registered_stages() -> list["Stage"]:
     """Every stage of ``STAGE_MODULES`` as its package declares it (what the schema and registry read)."""
     return [import_module(name).STAGE for name in STAGE_MODULES]

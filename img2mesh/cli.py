@@ -10,6 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from img2mesh import __version__
+from img2mesh.app import stage_names
 from img2mesh.errors import Img2MeshError, UsageError
 
 
@@ -55,8 +56,7 @@ def _click_exceptions() -> Any:
 
 app = typer.Typer(
     name="img2mesh",
-    help="Turn a single photo into a coloured 3D mesh: segment -> elevation -> generate -> enhance -> reconstruct "
-         "-> mesh.",
+    help="Turn a single photo into a coloured 3D mesh: " + " -> ".join(stage_names()) + ".",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

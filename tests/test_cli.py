@@ -53,6 +53,14 @@ def test_version_and_help():
         assert option in run_help
 
 
+def test_help_names_every_registered_stage_in_order():
+    # the summary line is built from app.STAGE_MODULES, so a new stage appears without touching the CLI
+    summary = " ".join(invoke("--help").stdout.split())
+    names = [stage.name for stage in stages_module.registered_stages()]
+    assert " -> ".join(names) in summary
+    assert "refine" in names
+
+
 def test_stages_lists_the_pipeline_in_order():
     text = invoke("stages").stdout
     positions = [text.index(f"│ {name} ") for name in ("segment", "elevation", "generate", "reconstruct", "mesh")]
