@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from img2mesh.pipeline.runner import RunResult
     from img2mesh.utils.weights import WeightFile
 
-# segment -> elevation -> generate -> enhance -> reconstruct -> mesh -> refine: each module's STAGE, in order.
+# Each module's STAGE, in run order (the package name is the stage name: stage_names() relies on it).
 STAGE_MODULES = (
     "img2mesh.segment.stage",
     "img2mesh.elevation.stage",
