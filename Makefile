@@ -7,28 +7,41 @@ STAMP := $(VENV)/.installed
 EXAMPLE ?= assets/chicken.png
 OUT ?= out/chicken
 
-.PHONY: install run test bench docs gpu-check wheelhouse device-wheels clean
+DEV_STAMP := $(VENV)/.installed-dev
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu make install: PyTorch's CPU-only wheels on a machine
+# without a GPU (a fraction of the CUDA build's size); empty: PyPI's build (CUDA-enabled, runs on a CPU too).
+TORCH_INDEX ?=
 
+.PHONY: install run demo test bench docs gpu-check wheelhouse device-wheels clean
+
+# What a user needs: torch, torchvision and img2mesh (editable); the test tools only with `make test`.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	# The normal PyPI build of torch + torchvision (CUDA-enabled, runs on the CPU too).
-	$(PY) -m pip install torch torchvision
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install torch torchvision $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -e .
 	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(PY) -m pip install -e '.[dev]'
+	touch $(DEV_STAMP)
 
 install: $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/img2mesh run $(EXAMPLE) -o $(OUT) --elevation 30
 
+# The whole pipeline in about a minute with tiny untrained networks: noise, but every stage and the report.
+demo: $(STAMP)
+	$(VENV)/bin/img2mesh run $(EXAMPLE) -o out/demo --preset demo
+
 # Lint, the test suite, then the built wheel installed on its own and run (tools/wheel_check.sh).
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(VENV)/bin/ruff check img2mesh tests benchmarks tools
 	$(PY) -m pytest
 	VENV=$(VENV) bash tools/wheel_check.sh
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(PY) benchmarks/startup.py
 
 # docs/configuration.md is generated from the schema (a test fails when it is stale).
@@ -37,7 +50,7 @@ docs: $(STAMP)
 
 # On a machine with a CUDA GPU: the gpu tests, timed generation, GSO reconstructions and one
 # end-to-end run, ending with one markdown table (logs in gpu-check/, or $$OUT).
-gpu-check: $(STAMP)
+gpu-check: $(DEV_STAMP)
 	$(PY) benchmarks/gpu_check.py
 
 # Every wheel img2mesh needs (torch excluded) into wheelhouse/, for offline machines:

@@ -31,8 +31,8 @@ def measure(device: torch.device, dtype: torch.dtype, steps: int, l_steps: int, 
     """Seconds for one chunk of ``views`` views and for a 16-view set, peak GiB (GPU)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from img2mesh.enhance.components import tiny_sd2_depth
-    from img2mesh.enhance.rgnv import RGNVSettings, enhance_latents, prepare_reference
+    from img2mesh.hifi123.components import tiny_sd2_depth
+    from img2mesh.hifi123.rgnv import RGNVSettings, enhance_latents, prepare_reference
 
     if tiny:
         parts = tiny_sd2_depth()

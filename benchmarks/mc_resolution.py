@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from img2mesh.evaluation.gso import GSO_ANGLES_DEG, normalise_ground_truth
-from img2mesh.evaluation.metrics import evaluate, load_mesh
+from img2mesh.evaluation.metrics import evaluate
 from img2mesh.mesh.config import MeshConfig
+from img2mesh.mesh.export import load_mesh
 from img2mesh.mesh.extract import keep_components, marching_cubes, sdf_grid
 from img2mesh.pipeline.config import SceneConfig
 from img2mesh.reconstruct.storage import load_field

@@ -32,8 +32,8 @@ import numpy as np
 
 from img2mesh.app import load_config, reconstruct_stages
 from img2mesh.evaluation.gso import GSO_ANGLES_DEG, normalise_ground_truth
-from img2mesh.evaluation.metrics import evaluate, load_mesh, render_psnr
-from img2mesh.mesh.export import to_world_frame
+from img2mesh.evaluation.metrics import evaluate, render_psnr
+from img2mesh.mesh.export import load_mesh, to_world_frame
 from img2mesh.pipeline.config import SceneConfig
 from img2mesh.pipeline.runner import Runner
 from img2mesh.utils.device import resolve_device

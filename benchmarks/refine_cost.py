@@ -24,14 +24,14 @@ import torch
 from enhance import SD2_DEPTH_UNET
 
 if TYPE_CHECKING:
-    from img2mesh.enhance.components import DepthDiffusion
+    from img2mesh.hifi123.components import DepthDiffusion
 
 
 def random_parts(device: torch.device, dtype: torch.dtype, tiny: bool) -> tuple["DepthDiffusion", tuple[int, ...]]:
     """SD-2-depth's UNet and VAE with random weights (or the tiny test parts) and the text shape."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from img2mesh.enhance.components import DepthDiffusion, tiny_sd2_depth
+    from img2mesh.hifi123.components import DepthDiffusion, tiny_sd2_depth
 
     if tiny:
         parts = tiny_sd2_depth()
@@ -52,11 +52,12 @@ def measure(device: torch.device, dtype: torch.dtype, iterations: int, tiny: boo
     """Seconds for the reference branch and per iteration, extrapolated to 1000 iterations; peak GiB (GPU)."""
     import trimesh
 
-    from img2mesh.enhance.rgnv import RGNVSettings, prepare_reference
-    from img2mesh.enhance.runtime import Prompts
+    from img2mesh.hifi123.distillation import latent_of
+    from img2mesh.hifi123.rgnv import RGNVSettings, prepare_reference
+    from img2mesh.hifi123.runtime import Prompts
     from img2mesh.mesh.texture import texture_mesh
     from img2mesh.refine.render import TexturedMesh, camera_pool, rasterise, render
-    from img2mesh.refine.rgsd import RGSDSettings, Scene, TextureRefiner, latent_of
+    from img2mesh.refine.rgsd import RGSDSettings, Scene, TextureRefiner
     from img2mesh.utils import cameras
 
     torch.manual_seed(0)

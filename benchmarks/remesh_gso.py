@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from img2mesh.evaluation.metrics import chamfer_distance, load_mesh, surface_points
-from img2mesh.mesh.export import to_world_frame
+from img2mesh.evaluation.metrics import chamfer_distance, surface_points
+from img2mesh.mesh.export import load_mesh, to_world_frame
 from img2mesh.mesh.remesh import quad_remesh
 
 

@@ -56,7 +56,7 @@ def default_stages() -> list["Stage"]:
 
 def reconstruct_stages() -> list["Stage"]:
     """reconstruct -> mesh on a folder of views (``img2mesh reconstruct VIEWS_DIR``)."""
-    from img2mesh.mesh.stage import STAGE as mesh
+    from img2mesh.mesh.stage import FOLDER_STAGE as mesh
     from img2mesh.reconstruct.stage import FOLDER_STAGE as reconstruct
 
     return [reconstruct, mesh]
@@ -64,11 +64,18 @@ def reconstruct_stages() -> list["Stage"]:
 
 @functools.lru_cache(maxsize=1)
 def config_schema() -> type:
-    """The configuration's schema: the framework's sections and every stage's, in stage order."""
+    """The configuration's schema: the framework's sections, then every stage's (and the library sections
+    stages share, before their first user's), in stage order."""
     from img2mesh.pipeline.config import config_class
 
-    return config_class([(stage.name, stage.config) for stage in registered_stages() if stage.config is not None],
-                        module=__name__, name="Config")
+    sections: dict[str, type] = {}
+    for stage in registered_stages():
+        for name, section in stage.shared_config:  # a library's section, before its first user's own
+            if sections.setdefault(name, section) is not section:
+                raise TypeError(f"two stages declare different sections named {name!r}")
+        if stage.config is not None:
+            sections[stage.name] = stage.config
+    return config_class(list(sections.items()), module=__name__, name="Config")
 
 
 def __getattr__(name: str) -> Any:

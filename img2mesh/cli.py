@@ -12,6 +12,7 @@ from typer.core import TyperGroup
 from img2mesh import __version__
 from img2mesh.app import stage_names
 from img2mesh.errors import Img2MeshError, UsageError
+from img2mesh.pipeline.config import PRESETS
 
 
 class OneLineErrors(TyperGroup):
@@ -32,7 +33,7 @@ class OneLineErrors(TyperGroup):
             sys.exit(2)
         except errors.ClickException as exc:
             command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "img2mesh"
-            message = f"{exc.format_message()} (see {command} --help)"
+            message = f"{_option_message(exc, errors)} (see {command} --help)"
             if "--json" in argv:
                 from img2mesh.pipeline.summary import document
 
@@ -45,6 +46,17 @@ class OneLineErrors(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+def _option_message(exc: Any, errors: Any) -> str:
+    """Click's message; for an unknown option, only the options its name is close to (click suggests
+    anything sharing a few letters: --bogus got "--out, --verbose")."""
+    if not isinstance(exc, errors.NoSuchOption) or not exc.possibilities:
+        return exc.format_message()
+    import difflib
+
+    close = difflib.get_close_matches(exc.option_name, list(exc.possibilities), n=3, cutoff=0.75)
+    return f"{exc.message}" + (f"; did you mean {' or '.join(close)}?" if close else "")
+
+
 def _click_exceptions() -> Any:
     """The exceptions of the click that typer runs on (recent typer vendors its own copy)."""
     import typer.core
@@ -53,6 +65,31 @@ def _click_exceptions() -> Any:
     click = getattr(typer.core, "_click", None) or typer.core.click
     return click.exceptions
 
+
+def _help_without_python_types() -> None:
+    """Recent typer shows a required argument as ``{NAME}...`` in the usage line, its Python type
+    (``<list[Path]>``) beside it, and ``<bool>`` beside every flag (``--help`` too). Here an argument
+    with a metavar shows just that, as click does, and a flag shows no type. Done on typer's own
+    classes, guarded, so a typer without these methods is left as it is."""
+    from typer.core import TyperArgument, TyperOption
+
+    usage = getattr(TyperArgument, "_usage_display_name", None)
+    if usage is None or getattr(usage, "img2mesh", False):
+        return
+
+    def metavar_usage(self: Any) -> str:
+        return self.metavar if self.metavar else usage(self)
+
+    metavar_usage.img2mesh = True  # type: ignore[attr-defined]
+    TyperArgument._usage_display_name = metavar_usage
+    argument_type = TyperArgument.display_type_rich
+    TyperArgument.display_type_rich = lambda self, ctx: "" if self.metavar else argument_type(self, ctx)
+    option_type = TyperOption.display_type_rich
+    TyperOption.display_type_rich = lambda self, ctx: "" if getattr(self, "is_flag", False) and self.metavar is None \
+        else option_type(self, ctx)
+
+
+_help_without_python_types()
 
 app = typer.Typer(
     name="img2mesh",
@@ -67,29 +104,54 @@ weights_app = typer.Typer(help="List, pre-fetch and locate the weight files (for
 app.add_typer(weights_app, name="weights")
 
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what batch schedulers send
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is (finished stages kept, one line, a resumable exit)."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 # Options shared by `run` and `reconstruct`, declared once.
-PresetOpt = Annotated[str, typer.Option(help="Preset: default, smoke, fast, quality.")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML file layered over the preset.")]
-SetOpt = Annotated[List[str], typer.Option("--set", help="Override KEY=VALUE (dotted key, repeatable).")]
-SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed (run.seed).")]
-DeviceOpt = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N (run.device).")]
-FromOpt = Annotated[Optional[str], typer.Option("--from", help="Re-run from this stage on.")]
-UntilOpt = Annotated[Optional[str], typer.Option("--until", help="Stop after this stage.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run every stage, even up-to-date ones.")]
-FormatOpt = Annotated[Optional[str], typer.Option("--format", help="Mesh formats, comma-separated: glb,ply,obj.")]
-TextureOpt = Annotated[Optional[bool], typer.Option("--texture/--no-texture",
+PresetOpt = Annotated[str, typer.Option(metavar="|".join(PRESETS),
+                                         help="What to run at (README: presets); demo: tiny untrained models, noise.")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", metavar="FILE.yaml",
+                                                   help="YAML file layered over the preset.")]
+SetOpt = Annotated[List[str], typer.Option("--set", metavar="KEY=VALUE",
+                                           help="Override one config key (dotted key, YAML value; repeatable).")]
+SeedOpt = Annotated[Optional[int], typer.Option(metavar="N", help="Random seed, 0 to 2^32 - 1 (run.seed).")]
+DeviceOpt = Annotated[Optional[str], typer.Option(metavar="auto|cpu|cuda|cuda:N", help="Where to run (run.device).")]
+STAGES = "|".join(stage_names())
+FromOpt = Annotated[Optional[str], typer.Option("--from", metavar=STAGES, help="Re-run from this stage on.")]
+UntilOpt = Annotated[Optional[str], typer.Option("--until", metavar=STAGES, help="Stop after this stage.")]
+ForceOpt = Annotated[bool, typer.Option("--force", metavar="", help="Re-run every stage, even up-to-date ones.")]
+FormatOpt = Annotated[Optional[str], typer.Option("--format", metavar="glb,ply,obj",
+                                                  help="Mesh formats, comma-separated (mesh.formats).")]
+TextureOpt = Annotated[Optional[bool], typer.Option("--texture/--no-texture", metavar="",
                                                     help="Bake a UV texture into GLB/OBJ (mesh.texture; default on).")]
-TargetFacesOpt = Annotated[Optional[int], typer.Option("--target-faces", min=4,
+TargetFacesOpt = Annotated[Optional[int], typer.Option("--target-faces", min=4, metavar="N",
                                                        help="Decimate to about N faces (mesh.target_faces).")]
-RemeshOpt = Annotated[Optional[str], typer.Option("--remesh", help="none, or quad: also write mesh_quad.obj, "
-                                                                   "quads of about --target-faces (mesh.remesh).")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings, errors and the summary.")]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug messages and tracebacks.")]
-OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never touch the network: weights come from the "
-                                                            "local caches or fail at once (HF_HUB_OFFLINE=1).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document of the results on stdout "
-                                                      "(messages stay on stderr).")]
+RemeshOpt = Annotated[Optional[str], typer.Option("--remesh", metavar="none|quad",
+                                                  help="quad: also write mesh_quad.obj, quads of about "
+                                                       "--target-faces (mesh.remesh).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="Only warnings, errors and the summary.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", metavar="", help="Debug messages and tracebacks.")]
+OfflineOpt = Annotated[bool, typer.Option("--offline", metavar="", help="Never touch the network: weights come from "
+                                                                        "the local caches or fail at once "
+                                                                        "(HF_HUB_OFFLINE=1).")]
+JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="Print one JSON document of the results on stdout "
+                                                                  "(messages stay on stderr).")]
+
+
+def _reporter(quiet: bool, verbose: bool) -> Any:
+    """The console reporter; --quiet with --verbose is a contradiction, not a silent choice."""
+    from img2mesh.console import ConsoleReporter
+
+    if quiet and verbose:
+        raise UsageError("--quiet and --verbose contradict each other; give one")
+    return ConsoleReporter(quiet=quiet, verbose=verbose)
 
 
 def _print_error(message: str) -> None:
@@ -99,13 +161,27 @@ def _print_error(message: str) -> None:
     Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # one line
 
 
-def _fail(exc: Img2MeshError, verbose: bool) -> None:
+def _fail(exc: Img2MeshError, verbose: bool, json_to: Any = None) -> None:
+    """One error line (the trace with --verbose) and the exit code; with ``json_to`` (--json) the
+    command's document, with no inputs, goes there first."""
+    if json_to is not None:
+        from img2mesh.pipeline.summary import document
+
+        _print_json(document([], exc.exit_code, str(exc), exc.category), json_to)
     if verbose:
         from rich.console import Console
 
         Console(stderr=True).print_exception()
     _print_error(str(exc))
     raise typer.Exit(exc.exit_code)
+
+
+def _checked(work: Callable[[], Any], verbose: bool, as_json: bool) -> Any:
+    """``work()``, its usage errors reported as every failure is (one line; the document with --json)."""
+    try:
+        return work()
+    except Img2MeshError as exc:
+        _fail(exc, verbose, sys.stdout if as_json else None)
 
 
 def _guard(verbose: bool, work: Callable[[], Any]) -> Any:
@@ -124,7 +200,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, metavar="",
                                  help="Print the version and exit."),
 ) -> None:
     """img2mesh: single image to 3D mesh with SyncDreamer and NeuS."""
@@ -132,8 +208,10 @@ def main_options(
 
 @app.command()
 def run(
-    inputs: List[Path] = typer.Argument(..., help="Image files and/or folders of images.", show_default=False),
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder (one input: OUT/; several: OUT/<stem>/)."),
+    inputs: List[Path] = typer.Argument(..., metavar="IMAGE_OR_FOLDER...", help="Image files and/or folders of images.",
+                                        show_default=False),
+    out: Path = typer.Option(..., "-o", "--out", metavar="OUT",
+                             help="Output folder (one input: OUT/; several: OUT/<stem>/)."),
     preset: PresetOpt = "default",
     config: ConfigOpt = None,
     set_: SetOpt = [],
@@ -142,40 +220,44 @@ def run(
     from_stage: FromOpt = None,
     until_stage: UntilOpt = None,
     force: ForceOpt = False,
-    elevation: Optional[float] = typer.Option(None, help="Input camera elevation in degrees; skips estimation."),
-    num_samples: Optional[int] = typer.Option(None, "--num-samples", help="Sample sets to generate (default auto: 1 on the CPU, "
-                                              "by free memory on a GPU, at most 4)."),
+    elevation: Optional[float] = typer.Option(None, metavar="DEG", help="Input camera elevation in degrees (-90 to "
+                                                                       "90); skips estimation."),
+    num_samples: Optional[int] = typer.Option(None, "--num-samples", metavar="N",
+                                              help="Sample sets to generate (default auto: 1 on the CPU, by free "
+                                                   "memory on a GPU, at most 4)."),
     formats: FormatOpt = None,
     texture: TextureOpt = None,
     target_faces: TargetFacesOpt = None,
     remesh: RemeshOpt = None,
-    select: Optional[str] = typer.Option(None, "--select",
-                                         help="Sample set to reconstruct: auto (best score), K, or all."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "--weights",
-                                              help="Path to syncdreamer-pretrain.ckpt (generate.checkpoint)."),
-    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint",
+    select: Optional[str] = typer.Option(None, "--select", metavar="auto|K|all",
+                                         help="Sample set to reconstruct: the best score, set K, or every set."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", metavar="FILE",
+                                              help="Path to syncdreamer-pretrain.ckpt (generate.checkpoint; "
+                                                   "--weights is the old name)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", hidden=True),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", metavar="",
                                           help="Allow unpickling a checkpoint that safe loading refuses."),
-    no_segment: bool = typer.Option(False, "--no-segment",
+    no_segment: bool = typer.Option(False, "--no-segment", metavar="",
                                     help="Skip background removal: use the image's alpha, or all of it."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", help="A caption of the object: what enhance and refine "
-                                                                "guide with (enhance.prompt, refine.prompt)."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", metavar="TEXT",
+                                         help="A caption of the object: what enhance and refine guide with "
+                                              "(enhance.prompt, refine.prompt)."),
     offline: OfflineOpt = False,
     ray: Optional[str] = typer.Option(None, "--ray", metavar="auto|local|ADDRESS",
                                       help="Spread the inputs over a Ray cluster's workers (pip install "
                                            "'img2mesh\\[ray]'); auto joins the running cluster, else starts one here."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1,
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, metavar="N",
                                           help="With --ray: at most this many workers (default: one per GPU)."),
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the pipeline on one or more images; finished stages are skipped when nothing changed."""
-    from img2mesh.console import ConsoleReporter
     from img2mesh.pipeline.batch import RunRequest
 
     values = _flag_values(seed=seed, device=device, formats=formats, elevation=elevation,
-                          num_samples=num_samples, checkpoint=checkpoint, texture=texture, target_faces=target_faces,
-                          remesh=remesh)
+                          num_samples=num_samples, checkpoint=checkpoint or weights, texture=texture,
+                          target_faces=target_faces, remesh=remesh)
     if select is not None:
         values["reconstruct.select"] = int(select) if select.strip().isdigit() else select.strip().lower()
     if no_segment:
@@ -190,7 +272,7 @@ def run(
         from img2mesh.utils.network import go_offline
 
         go_offline()
-    reporter = ConsoleReporter(quiet=quiet, verbose=verbose)
+    reporter = _checked(lambda: _reporter(quiet, verbose), False, as_json)
     _run_and_report(lambda: _run_images(request, reporter, ray, workers), reporter, verbose, as_json)
 
 
@@ -245,18 +327,16 @@ def _run_and_report(work: Callable[[], list], reporter: Any, verbose: bool, as_j
         with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
             results = work()
     except Img2MeshError as exc:
+        _fail(exc, verbose, stdout if as_json else None)
+    except KeyboardInterrupt as exc:
+        code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+        what = "terminated (SIGTERM)" if code == EXIT_TERMINATED else "interrupted"
+        reporter.err.print(f"[yellow]{what}[/]: finished stages are kept; run the same command to resume")
         if as_json:
             from img2mesh.pipeline.summary import document
 
-            _print_json(document([], exc.exit_code, str(exc), exc.category), stdout)
-        _fail(exc, verbose)
-    except KeyboardInterrupt:
-        reporter.err.print("[yellow]interrupted[/]: finished stages are kept; run the same command to resume")
-        if as_json:
-            from img2mesh.pipeline.summary import document
-
-            _print_json(document([], EXIT_INTERRUPTED, "interrupted", "interrupted"), stdout)
-        raise typer.Exit(EXIT_INTERRUPTED)
+            _print_json(document([], code, what, "interrupted"), stdout)
+        raise typer.Exit(code)
     _report(results, reporter, stdout if as_json else None)
 
 
@@ -273,7 +353,8 @@ def _report(results: list, reporter: Any, json_to: Any = None) -> None:
         _print_json(document(results, exit_code), json_to)
     else:
         for result in results:
-            reporter.out.print(stage_table(result))
+            if result.outcomes:  # an input refused before any stage has no table, only its error line
+                reporter.out.print(stage_table(result))
         if len(results) > 1:
             reporter.out.print(batch_table(results))
     for result in failed:
@@ -285,8 +366,9 @@ def _report(results: list, reporter: Any, json_to: Any = None) -> None:
 
 @app.command()
 def reconstruct(
-    views: Path = typer.Argument(..., help="Folder of views 0.png..N.png (+ cameras.json; default: the 16 SyncDreamer cameras)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output folder."),
+    views: Path = typer.Argument(..., metavar="VIEWS_FOLDER", help="Folder of views 0.png..N.png (+ cameras.json; "
+                                                                    "default: the 16 SyncDreamer cameras)."),
+    out: Path = typer.Option(..., "-o", "--out", metavar="OUT", help="Output folder."),
     preset: PresetOpt = "default",
     config: ConfigOpt = None,
     set_: SetOpt = [],
@@ -306,7 +388,6 @@ def reconstruct(
 ) -> None:
     """Run only the reconstruct and mesh stages on a folder of views at known cameras."""
     from img2mesh.app import run_views
-    from img2mesh.console import ConsoleReporter
     from img2mesh.pipeline.batch import RunRequest
 
     request = RunRequest(inputs=[views], out=out, preset=preset, config_file=config, overrides=list(set_),
@@ -317,19 +398,21 @@ def reconstruct(
         from img2mesh.utils.network import go_offline
 
         go_offline()
-    reporter = ConsoleReporter(quiet=quiet, verbose=verbose)
+    reporter = _checked(lambda: _reporter(quiet, verbose), False, as_json)
     _run_and_report(lambda: [run_views(request, reporter)], reporter, verbose, as_json)
 
 
 @app.command("eval")
 def evaluate(
-    prediction: Path = typer.Argument(..., help="Predicted mesh (an img2mesh export, or --frame world)."),
-    gt: Path = typer.Option(..., "--gt", help="Ground-truth mesh, e.g. ../shared/gso/NAME/model.obj."),
-    object_name: str = typer.Option(..., "--object", help="GSO object name (sets the ground-truth rotation)."),
-    frame: str = typer.Option("export", "--frame", help="export (img2mesh's glTF frame) or world."),
-    views: Optional[Path] = typer.Option(None, "--views",
+    prediction: Path = typer.Argument(..., metavar="MESH", help="Predicted mesh (an img2mesh export, or --frame world)."),
+    gt: Path = typer.Option(..., "--gt", metavar="MESH", help="Ground-truth mesh, e.g. ../shared/gso/NAME/model.obj."),
+    object_name: str = typer.Option(..., "--object", metavar="NAME", help="GSO object name (sets the ground-truth "
+                                                                          "rotation)."),
+    frame: str = typer.Option("export", "--frame", metavar="export|world", help="export (img2mesh's glTF frame) or "
+                                                                                "world."),
+    views: Optional[Path] = typer.Option(None, "--views", metavar="FOLDER",
                                          help="Views folder (e.g. the GT views): also report colour PSNR there."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: VerboseOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Chamfer distance and volume IoU against a Google Scanned Objects model (the papers' metric)."""
@@ -360,8 +443,9 @@ def show_config(
     preset: PresetOpt = "default",
     config: ConfigOpt = None,
     set_: SetOpt = [],
-    reference: bool = typer.Option(False, "--reference", help="Print every key with its default, values, presets "
-                                                              "and meaning as Markdown (docs/configuration.md)."),
+    reference: bool = typer.Option(False, "--reference", metavar="", help="Print every key with its default, values, "
+                                                                          "presets and meaning as Markdown "
+                                                                          "(docs/configuration.md)."),
     verbose: VerboseOpt = False,
 ) -> None:
     """Print the resolved configuration (defaults, preset, --config, --set) as YAML: every key."""
@@ -412,8 +496,9 @@ def weights_list() -> None:
 
 @weights_app.command("download")
 def weights_download(
-    names: List[str] = typer.Argument(None, help="Which weights (default: all)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    names: List[str] = typer.Argument(None, metavar="[NAME...]", help="Which weights (default: all; names: "
+                                                                      "img2mesh weights list)."),
+    verbose: VerboseOpt = False,
 ) -> None:
     """Fetch weight files into their caches so that later runs work offline."""
     from img2mesh.app import get_weight, weight_registry
@@ -432,8 +517,8 @@ def weights_download(
 
 @weights_app.command("path")
 def weights_path(
-    name: str = typer.Argument(..., help="Which weights, e.g. syncdreamer."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    name: str = typer.Argument(..., metavar="NAME", help="Which weights, e.g. syncdreamer."),
+    verbose: VerboseOpt = False,
 ) -> None:
     """Print where a weight file is cached (exit 1 when it is not present)."""
     from img2mesh.app import get_weight
@@ -455,10 +540,32 @@ HELP_WIDTH_PIPED = "120"  # help piped to a file or a pager: wider than Rich's 8
 def main() -> None:
     """Console-script entry point."""
     import os
+    import signal
 
     if not sys.stdout.isatty() and not os.environ.get("TERMINAL_WIDTH") and not os.environ.get("COLUMNS"):
         os.environ["TERMINAL_WIDTH"] = HELP_WIDTH_PIPED  # read by typer's help formatter when it first loads
-    app(prog_name="img2mesh")
+    signal.signal(signal.SIGTERM, _terminate)
+    stdout_was_devnull = _is_devnull(1)
+    try:
+        app(prog_name="img2mesh")
+    except SystemExit as exc:
+        # `img2mesh doctor | head -1`: the reader left early, which is not a failure. Rich answers the
+        # broken pipe by pointing stdout at /dev/null and exiting 1; that redirection tells it apart
+        # from a real exit 1.
+        if exc.code == 1 and not stdout_was_devnull and _is_devnull(1):
+            sys.exit(0)
+        raise
+
+
+def _is_devnull(fd: int) -> bool:
+    """Whether file descriptor ``fd`` is /dev/null."""
+    import os
+
+    try:
+        here, null = os.fstat(fd), os.stat(os.devnull)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (null.st_dev, null.st_ino)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,10 @@ if TYPE_CHECKING:
     from img2mesh.utils.weights import WeightFile
 
 log = logging.getLogger("img2mesh")
-# Rich draws for an 80-column terminal when stdout is a file or a pipe, folding and cutting table cells
-# (config keys, download sources) that a script or a saved listing needs whole: there, draw wider.
-PIPED_WIDTH = 400
+# Rich draws for an 80-column terminal when stdout is a file or a pipe; there, draw as wide as a wide
+# terminal. Every table cell folds what does not fit (a config key, a download source, a path) onto the
+# next line instead of cutting it, so nothing is lost at any width.
+PIPED_WIDTH = 160
 
 
 def output_console() -> Any:
@@ -111,10 +112,11 @@ class ConsoleReporter:
         log.debug("%s: %.1f s", description, time.perf_counter() - start)
 
     def section(self, title: str) -> None:
-        """A rule with the title (one per input of a batch)."""
+        """A rule with the title (one per input of a batch; none with --quiet)."""
         from rich.markup import escape
 
-        self.err.rule(escape(title), style="dim")
+        if not self.quiet:
+            self.err.rule(escape(title), style="dim")
 
     @contextmanager
     def batch_display(self) -> Iterator[Optional[Callable[["BatchProgress"], None]]]:
@@ -140,7 +142,7 @@ def titled_table(title: str, columns: tuple[str, ...]) -> Any:
 
     table = Table(title=title, title_justify="left")
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     return table
 
 
@@ -189,9 +191,30 @@ def stages_table(stages: list["Stage"]) -> Any:
     table = titled_table("img2mesh stages, in order",
                          ("stage", "what it does", "reads", "writes (OUT/<stage>/)", "config keys"))
     for s in stages:
-        table.add_row(s.name, s.description, ", ".join(s.reads) or "the input image",
-                      ", ".join(o.removeprefix("**/") for o in s.outputs), ", ".join(s.config_keys))
+        table.add_row(s.name, s.description, ", ".join(s.reads) or "the input image", describe_outputs(s.outputs),
+                      ", ".join(s.config_keys))
     return table
+
+
+def describe_outputs(patterns: tuple[str, ...]) -> str:
+    """A stage's output patterns for people: numbered files of one folder as a range ("sample_0/00.png …
+    15.png", not "00.png, 15.png", which reads as two files)."""
+    import re
+
+    names = [p.removeprefix("**/") for p in patterns]
+    shown: list[str] = []
+    numbered = re.compile(r"^(.*/)?(\d+)(\.\w+)$")
+    i = 0
+    while i < len(names):
+        first = numbered.match(names[i])
+        last = numbered.match(names[i + 1]) if i + 1 < len(names) else None
+        if first and last and first.group(1) == last.group(1) and first.group(3) == last.group(3):
+            shown.append(f"{names[i]} … {last.group(2)}{last.group(3)}")
+            i += 2
+        else:
+            shown.append(names[i])
+            i += 1
+    return ", ".join(shown)
 
 
 def rows_table(title: str, rows: list[tuple[str, str]]) -> Any:
@@ -200,8 +223,8 @@ def rows_table(title: str, rows: list[tuple[str, str]]) -> Any:
     from rich.table import Table
 
     table = Table(title=title, title_justify="left", show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", overflow="fold")
+    table.add_column(overflow="fold")
     for key, value in rows:
         table.add_row(escape(key), escape(value))
     return table

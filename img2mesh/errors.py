@@ -39,3 +39,9 @@ class WeightsError(Img2MeshError):
     """A weight file is missing and cannot be fetched; the message says what to get and where."""
 
     category = "weights"
+
+
+class OccupiedError(UsageError):
+    """The output folder holds another input's results (``--force`` replaces them): nothing ran (exit 2)."""
+
+    category = "occupied"

@@ -181,8 +181,12 @@ def test_real_pipeline_runs_end_to_end_with_tiny_models(image, tmp_path):
     report = (out / "report.html").read_text()  # the page an artist opens, written after the run
     for link in ("mesh/mesh.glb", "segment/rgba.png", "generate/sample_0/grid.png", "report_files/models.js"):
         assert f"'{link}'" in report and (out / link).is_file(), link
-    again = invoke("run", image, "-o", out, "--device", "cpu", "-q", "--elevation", "20", *tiny)
-    assert again.exit_code == 0
+    # random weights are flagged wherever a result is read: manifest, report, log (and --json, below)
+    assert manifest["random_weights"] == ["generate"]
+    assert "id='random-weights'" in report and "this mesh is noise" in report
+    assert "random weights (generate)" in (out / "img2mesh.log").read_text()
+    again = invoke("run", image, "-o", out, "--device", "cpu", "-q", "--elevation", "20", "--json", *tiny)
+    assert again.exit_code == 0 and json.loads(again.stdout)["inputs"][0]["random_weights"] == ["generate"]
     stages = json.loads((out / "img2mesh.json").read_text())["stages"]
     assert stages["segment"]["status"] == "done" and stages["elevation"]["info"]["source"] == "user"
 
@@ -236,6 +240,25 @@ def test_a_missing_checkpoint_is_refused_before_any_stage_runs(tmp_path, image, 
     assert snapshot(occupied) == before
     legacy = invoke("run", image, "-o", occupied, "--weights", tmp_path / "nope.ckpt", "--device", "cpu")
     assert_one_line_error(legacy, 2, "does not exist")  # the old name of the option still works
+
+
+def test_what_is_knowable_before_the_first_stage_is_checked_there(tmp_path, image, occupied):
+    """The real stages' checks: a sample set the CPU will not make, a seed no generator takes, a text
+    file as the checkpoint (refused without a word about unpickling it)."""
+    text_file = tmp_path / "notes.ckpt"
+    text_file.write_text("these are my notes, not a checkpoint")
+    cases = [
+        (["--select", "2", "--device", "cpu"], "on the CPU --num-samples auto makes one sample set"),
+        (["--seed", str(2 ** 64), "--device", "cpu"], "run.seed: must be at most"),
+        (["--seed", "-1", "--device", "cpu"], "run.seed: must be at least 0"),
+        (["--checkpoint", text_file, "--device", "cpu"], "is not a checkpoint"),
+    ]
+    for args, text in cases:
+        before = snapshot(occupied, with_log=True)
+        result = invoke("run", image, "-o", occupied, *args)
+        assert_one_line_error(result, 2, text)
+        assert "trust" not in result.stderr
+        assert snapshot(occupied, with_log=True) == before, args
 
 
 def test_bad_inputs_get_one_line_and_leave_out_intact(fake_stages, tmp_path, image, occupied):
@@ -432,3 +455,78 @@ def test_from_a_stage_on_an_empty_out_writes_nothing(fake_stages, image, tmp_pat
     result = runner.invoke(app, ["run", str(image), "-o", str(out), "--from", "c", "--device", "cpu"])
     assert result.exit_code == 1 and "no up-to-date result" in " ".join(result.stderr.split()), result.stderr
     assert not out.exists()
+
+
+def test_a_newcomers_rough_edges_are_smooth(fake_stages, image, tmp_path):
+    """One bad input: its error line only (no empty table); -q: no divider; -q -v: refused; wording."""
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    result = invoke("run", empty, "-o", tmp_path / "out", "--device", "cpu")
+    assert_one_line_error(result, 1, "is empty (0 bytes)")
+    assert result.stdout.strip() == ""
+    second = write_rgba(tmp_path / "two.png", seed=4)
+    quiet = invoke("run", image, second, "-o", tmp_path / "batch", "--device", "cpu", "-q")
+    assert quiet.exit_code == 0 and "─" not in quiet.stderr
+    assert_one_line_error(invoke("run", image, "-o", tmp_path / "o2", "-q", "-v"), 2, "contradict")
+    twice = invoke("run", image, image, "-o", tmp_path / "o3")
+    assert_one_line_error(twice, 2, f"input {image} is given twice")
+    assert "also as" not in twice.stderr
+    assert_one_line_error(invoke("run", image, "-o", tmp_path / "o4", "--config", tmp_path), 2, "is a folder")
+    bogus = invoke("run", image, "-o", tmp_path / "o5", "--bogus")
+    assert_one_line_error(bogus, 2, "No such option: --bogus")
+    assert "--verbose" not in bogus.stderr and "--out" not in bogus.stderr
+    assert "did you mean --seed?" in invoke("run", image, "-o", tmp_path / "o6", "--seeed", "3").stderr
+
+
+def test_help_shows_choices_and_no_python_types():
+    for command in (["run"], ["reconstruct"], ["eval"], ["config"], ["weights", "download"], []):
+        text = invoke(*command, "--help").stdout
+        assert "<bool>" not in text and "<list[" not in text and "<str>" not in text, command
+        assert "{" not in text and ",--" not in text, command
+    run_help = " ".join(invoke("run", "--help").stdout.split())
+    assert "IMAGE_OR_FOLDER..." in run_help and "demo" in run_help
+    for stage in ("segment", "elevation", "generate", "reconstruct", "mesh", "refine"):
+        assert stage in run_help
+    assert "--weights" not in run_help or "old name" in run_help  # the alias is hidden, named once
+
+
+def test_a_reader_that_leaves_early_is_not_a_failure():
+    for command in ("doctor", "run --help", "stages"):
+        done = subprocess.run(f"set -o pipefail; {sys.executable} -m img2mesh {command} | head -1", shell=True,
+                              executable="/bin/bash", capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (command, done.stderr)
+        assert "Traceback" not in done.stderr and "Broken pipe" not in done.stderr
+
+
+def test_sigterm_is_an_interruption_with_a_line_and_exit_143(image, tmp_path):
+    """What a batch scheduler sends: the stage is marked interrupted, the run says so, exit 143."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "img2mesh", "run", str(image), "-o", str(out), "--preset",
+                                "demo", "--device", "cpu", "--set", "generate.steps=50"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and "generate" not in (out / "img2mesh.log").read_text() \
+            if (out / "img2mesh.log").is_file() else time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert "terminated (SIGTERM)" in stderr and "run the same command to resume" in " ".join(stderr.split())
+    stages = json.loads((out / "img2mesh.json").read_text())["stages"]
+    assert "interrupted" in {record.get("status") for record in stages.values()}
+
+
+def test_json_of_reconstruct_on_an_empty_views_folder_has_no_inputs_and_a_report_path_otherwise(
+        fake_stages, image, tmp_path):
+    empty = tmp_path / "views"
+    empty.mkdir()
+    result = runner.invoke(app, ["reconstruct", str(empty), "-o", str(tmp_path / "out"), "--json"])
+    document = json.loads(result.stdout)
+    assert result.exit_code == 2 and document["inputs"] == [] and "holds no views" in document["error"]
+    ran = json.loads(invoke("run", image, "-o", tmp_path / "ok", "--device", "cpu", "--json").stdout)
+    assert ran["inputs"][0]["report"] == str(tmp_path / "ok" / "report.html")
+    assert (tmp_path / "ok" / "report.html").is_file() and ran["inputs"][0]["random_weights"] == []

@@ -8,10 +8,11 @@ ones, ``importlib.import_module`` and any string naming a module included).
 * ``feedback`` composes two stages' libraries (generate's sampler, reconstruct's field): it imports
   stage packages' library modules, the contract, ``utils`` and ``errors``, never a ``stage`` module or
   the application; no stage package imports it;
-* a stage package (``segment``, ``elevation``, ``generate``, ``reconstruct``, ``mesh``) and the
-  ``evaluation`` library import the framework's contract (``pipeline.contract``, ``pipeline.config``),
-  ``utils``, ``errors`` and other packages' library modules, never another package's ``stage``
-  module, and never the application modules;
+* a stage package (every sub-package that is not the framework or the composition: ``segment``,
+  ``elevation``, ``generate``, ``enhance``, ``reconstruct``, ``mesh``, ``refine``) and the libraries at its
+  level (``hifi123``, ``neus``, ``evaluation``) import the framework's contract (``pipeline.contract``,
+  ``pipeline.config``), ``utils``, ``errors`` and other packages' library modules, never another
+  package's ``stage`` module, and never the application modules;
 * ``report`` (the HTML pages written after a run) reads what the framework recorded: it imports
   ``pipeline``, ``utils`` and ``errors``, no stage package (it reads their files, not their code);
 * ``pipeline`` is the framework: it imports ``utils``, ``errors`` and itself, no stage package;
@@ -140,6 +141,18 @@ def test_no_package_level_cycle():
     for node in sorted(edges):
         if node not in seen:
             visit(node, [])
+
+
+def test_refine_and_enhance_share_a_library_and_never_import_each_other():
+    """HiFi-123's machinery is its own package; neither stage that uses it reaches into the other."""
+    graph = import_graph()
+    for importer, imported_set in graph.items():
+        if importer.startswith("img2mesh.refine"):
+            assert not any(m.startswith("img2mesh.enhance") for m in imported_set), importer
+        if importer.startswith("img2mesh.enhance"):
+            assert not any(m.startswith("img2mesh.refine") for m in imported_set), importer
+    assert any(m.startswith("img2mesh.hifi123") for m in graph["img2mesh.refine.stage"])
+    assert any(m.startswith("img2mesh.hifi123") for m in graph["img2mesh.enhance.stage"])
 
 
 def test_the_rule_catches_what_it_forbids():

@@ -20,10 +20,8 @@ IMG2MESH=$WORK/env/bin/img2mesh
 "$IMG2MESH" --version
 "$IMG2MESH" stages > /dev/null
 "$IMG2MESH" config --preset smoke | grep -q "texture_size: 512"
-"$IMG2MESH" run "$ROOT/assets/chicken.png" -o out --preset smoke --elevation 30 --device cpu -q \
-    --set generate.model=tiny --set generate.random_weights=true --set generate.steps=2 \
-    --set reconstruct.steps=20 --set reconstruct.rays_per_step=128 --set reconstruct.samples_per_ray=16 \
-    --set reconstruct.image_size=32 --set reconstruct.hidden=64 --set reconstruct.layers=2 \
-    --set mesh.resolution=40 --set mesh.texture_size=64 > /dev/null
+# the README's no-weights demo, as a new user runs it (tiny untrained networks; the run says it is noise)
+"$IMG2MESH" run "$ROOT/assets/chicken.png" -o out --preset demo --device cpu -q --json > demo.json
 test -s out/mesh.glb
+grep -q '"random_weights": \[' demo.json && grep -q 'id=.random-weights.' out/report.html
 echo "wheel check: $(ls "$WORK"/dist) installed and ran from $WORK (mesh.glb $(stat -c %s out/mesh.glb) bytes)"

@@ -14,8 +14,9 @@ class ElevationConfig(Section):
     # Beyond +-90 degrees the camera is not above or below the object but upside down behind it.
     value: Optional[float] = setting(None, "degrees, -90 to 90; set (or --elevation) to skip estimation")
     default: float = setting(30.0, "used with a warning when estimation finds too few matches")
-    min: float = setting(-10.0, "SyncDreamer's trained range (low end); estimates are clamped to it")
-    max: float = setting(40.0, "SyncDreamer's trained range (high end)")
+    min: float = setting(-10.0, "estimates are clamped to [min, max] (a conservative range around SyncDreamer's "
+                                "examples; its paper states none)")
+    max: float = setting(40.0, "high end of the range estimates are clamped to")
     search: list[float] = setting(factory=lambda: [-20.0, 60.0],
                                   help="[low, high] hypotheses: 10 degree steps, then 1 around the best")
     matcher: Literal["loftr", "sift"] = setting("loftr", "feature matcher between the Zero123-mode views")

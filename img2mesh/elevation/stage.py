@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from img2mesh.elevation.config import ElevationConfig
-from img2mesh.elevation.report import panel
+from img2mesh.elevation.panel import panel
 from img2mesh.elevation.weights import stage_weights
 from img2mesh.pipeline.contract import Stage, StageContext
 from img2mesh.utils.files import atomic_save_image, atomic_write_bytes, atomic_write_json
@@ -68,7 +68,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.config.elevation
     if cfg.value is not None:
         if not cfg.min <= cfg.value <= cfg.max:
-            ctx.log.warning("elevation %.1f deg is outside SyncDreamer's trained range [%.0f, %.0f]; "
+            ctx.log.warning("elevation %.1f deg is outside the range estimates are clamped to [%.0f, %.0f]; "
                             "results may be distorted", cfg.value, cfg.min, cfg.max)
         result = {"elevation_deg": cfg.value, "source": "user"}
         atomic_write_json(ctx.out_dir / "elevation.json", result)
@@ -97,7 +97,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         ctx.log.warning("elevation: %s; using the default %.0f deg (pass --elevation DEG to set it)",
                         estimate.fallback_reason, estimate.elevation_deg)
     elif estimate.clamped:
-        ctx.log.warning("elevation: the estimate was outside SyncDreamer's trained range; clamped to %.0f deg",
+        ctx.log.warning("elevation: the estimate was outside elevation.min..max; clamped to %.0f deg",
                         estimate.elevation_deg)
     else:
         ctx.log.info("elevation: estimated %.0f deg", estimate.elevation_deg)

@@ -4,7 +4,7 @@ Off by default (``enhance.enabled``; the ``quality`` preset turns it on). The re
 full-resolution photo framed as the 256² input at SD-2-depth's 512², inverted and denoised once
 (its self-attention K/V recorded). For every sample set that ``reconstruct`` will use
 (``reconstruct.select``), each of the 16 views is upscaled to 512², inverted and denoised with the
-reference's K/V injected at every step (``enhance/rgnv.py``), put on white inside its coarse view's
+reference's K/V injected at every step (``hifi123/rgnv.py``), put on white inside its coarse view's
 mask, and written with ``cameras.json`` scaled to the new size; ``reconstruct`` then reads these
 views instead of generate's.
 """
@@ -18,19 +18,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from img2mesh.enhance.config import EnhanceConfig
-from img2mesh.enhance.report import panel
-from img2mesh.enhance.runtime import MODEL_NAME
-from img2mesh.enhance.weights import stage_weights
+from img2mesh.enhance.panel import panel
+from img2mesh.hifi123.config import SD2DepthConfig
+from img2mesh.hifi123.runtime import MODEL_NAME
+from img2mesh.hifi123.weights import stage_weights
 from img2mesh.pipeline.contract import Stage, StageContext
 from img2mesh.utils.files import atomic_save_image, atomic_write_json
 
 if TYPE_CHECKING:
-    from img2mesh.enhance.components import DepthDiffusion
-    from img2mesh.enhance.rgnv import ReferenceBranch, RGNVSettings
-    from img2mesh.enhance.runtime import Prompts
+    from img2mesh.hifi123.components import DepthDiffusion
+    from img2mesh.hifi123.rgnv import ReferenceBranch
+    from img2mesh.hifi123.runtime import Prompts
     from img2mesh.pipeline.config import Config
 
-CONFIG_KEYS = ("enhance", "reconstruct.select", "segment.crop_size")
+CONFIG_KEYS = ("enhance", "sd2_depth", "reconstruct.select", "segment.crop_size", "reconstruct.masks",
+               "segment.random_weights", "segment.seg_size", "segment.matting_size")
 
 
 def config_values(config: "Config") -> dict[str, Any]:
@@ -41,19 +43,10 @@ def config_values(config: "Config") -> dict[str, Any]:
 
 
 def check_config(config: "Config") -> None:
-    from img2mesh.errors import UsageError
+    from img2mesh.hifi123.rgnv import check_schedule
 
-    cfg = config.enhance
-    if cfg.enabled and cfg.inversion_steps > cfg.steps:
-        raise UsageError(f"config key enhance.inversion_steps: {cfg.inversion_steps} is more than enhance.steps "
-                         f"({cfg.steps})")
-
-
-def rgnv_settings(cfg: Any) -> "RGNVSettings":
-    """``enhance.*`` as RGNV takes it."""
-    from img2mesh.enhance.rgnv import RGNVSettings
-
-    return RGNVSettings(cfg.steps, cfg.inversion_steps, cfg.start_step, cfg.start_layer, cfg.guidance)
+    if config.enhance.enabled:
+        check_schedule(config.enhance, "enhance.")
 
 
 def enhance_in_chunks(ctx: StageContext, model: "DepthDiffusion", branch: "ReferenceBranch", conditions: "Prompts",
@@ -62,11 +55,11 @@ def enhance_in_chunks(ctx: StageContext, model: "DepthDiffusion", branch: "Refer
     halving the chunk on CUDA out-of-memory."""
     import torch
 
-    from img2mesh.enhance.rgnv import enhance_latents
-    from img2mesh.enhance.runtime import alphas
+    from img2mesh.hifi123.rgnv import RGNVSettings, enhance_latents
+    from img2mesh.hifi123.runtime import alphas
     from img2mesh.utils.device import halving_on_out_of_memory
 
-    settings = rgnv_settings(ctx.config.enhance)
+    settings = RGNVSettings.from_config(ctx.config.enhance, ctx.config.sd2_depth)
     chunk, out, start = ctx.config.enhance.batch_views, [], 0
     count = views["latents"].shape[0]
 
@@ -89,45 +82,51 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from PIL import Image
 
     from img2mesh.enhance.config import image_size
-    from img2mesh.enhance.runtime import (
+    from img2mesh.generate.sets import chosen_sets, set_name
+    from img2mesh.hifi123.rgnv import RGNVSettings
+    from img2mesh.hifi123.runtime import (
         as_tensor,
         depth_model,
         encode_reference,
         prompts,
         reference_branch,
-        reference_photo,
         to_model_size,
         to_uint8,
     )
-    from img2mesh.utils.images import grid, white_background_mask
-    from img2mesh.utils.selection import selected_samples
+    from img2mesh.reconstruct.masks import RemoverMasks
+    from img2mesh.segment.recentre import framed_photo
+    from img2mesh.utils.images import grid
 
     cfg = ctx.config.enhance
     started = time.perf_counter()
     generated = ctx.stage_dir("generate")
-    sets = selected_samples(ctx.config.reconstruct.select, json.loads((generated / "scores.json").read_text()))
+    sets = chosen_sets(ctx.config.reconstruct.select, generated)
     model = depth_model(ctx)
-    size = image_size(cfg)
+    size = image_size(cfg, ctx.config.sd2_depth)
     latent = size // model.vae_factor
-    photo, photo_mask = reference_photo(ctx.stage_dir("segment"), ctx.config.segment.crop_size, size)
+    photo, photo_mask = framed_photo(ctx.stage_dir("segment"), ctx.config.segment.crop_size, size)
     reference = encode_reference(model, photo, photo_mask, ctx.device)
     conditions = prompts(model, cfg.prompt, cfg.guidance)
     ctx.log.info("enhance: RGNV on sample set(s) %s at %d², %d DDIM steps, l = %d, injection from step %d, layer %d, "
                  "prompt %r at guidance %g", sets, size, cfg.steps, cfg.inversion_steps, cfg.start_step,
-                 cfg.start_layer, cfg.prompt, cfg.guidance)
-    branch = reference_branch(model, reference, conditions, rgnv_settings(cfg))  # once, for every view
+                 ctx.config.sd2_depth.start_layer, cfg.prompt, cfg.guidance)
+    settings = RGNVSettings.from_config(cfg, ctx.config.sd2_depth)
+    branch = reference_branch(model, reference, conditions, settings)  # once, for every view
+    mask_maker = RemoverMasks(ctx)
+    mask_sources = set()
     for k in sets:
-        folder = generated / f"sample_{k}"
-        before = np.stack([to_model_size(np.asarray(Image.open(folder / f"{n:02d}.png").convert("RGB")), size)
-                           for n in range(16)])
-        masks = np.stack([white_background_mask(v.astype(np.float32) / 255) for v in before])
+        folder = generated / set_name(k)
+        generated_views = [np.asarray(Image.open(folder / f"{n:02d}.png").convert("RGB")) for n in range(16)]
+        before = np.stack([to_model_size(view, size) for view in generated_views])
+        masks, source = views_masks(mask_maker, generated_views, size)
+        mask_sources.add(source)
         views = {"latents": model.encode(as_tensor(before, ctx.device)), "depth": model.depth(before, masks, latent)}
         with ctx.progress(f"enhance sample {k}", total=len(before)) as task:
             after = enhance_in_chunks(ctx, model, branch, conditions, views, task)
         decoded = to_uint8(after.cpu().permute(0, 2, 3, 1).numpy())
         # The generated background goes: each view on white inside its coarse view's mask (as the paper).
         after_u8 = np.where(masks[..., None], decoded, np.uint8(255))
-        out = ctx.out_dir / f"sample_{k}"
+        out = ctx.out_dir / set_name(k)
         for n, view in enumerate(after_u8):
             atomic_save_image(out / f"{n:02d}.png", view)
             atomic_save_image(out / "depth" / f"{n:02d}.png", to_uint8(views["depth"][n, 0].float().cpu().numpy()))
@@ -141,10 +140,27 @@ def run(ctx: StageContext) -> dict[str, Any]:
     record["image_size"] = size
     atomic_write_json(ctx.out_dir / "cameras.json", record)
     atomic_write_json(ctx.out_dir / "enhance.json", {"enabled": True, "sets": sets})
-    return {"enabled": True, "sets": sets, "model": cfg.model, "weights": "random" if cfg.random_weights else cfg.hub_repo,
+    shared = ctx.config.sd2_depth
+    return {"enabled": True, "sets": sets, "model": shared.model,
+            "weights": "random" if shared.random_weights else shared.hub_repo,
             "precision": str(model.dtype).removeprefix("torch."), "image_size": size, "steps": cfg.steps,
-            "inversion_steps": cfg.inversion_steps, "start_step": cfg.start_step, "start_layer": cfg.start_layer,
-            "guidance": cfg.guidance, "prompt": cfg.prompt, "seconds": round(time.perf_counter() - started, 2)}
+            "inversion_steps": cfg.inversion_steps, "start_step": cfg.start_step, "start_layer": shared.start_layer,
+            "guidance": cfg.guidance, "prompt": cfg.prompt, "mask_source": ", ".join(sorted(mask_sources)),
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
+def views_masks(mask_maker: Any, views: list, size: int) -> tuple[np.ndarray, str]:
+    """The generated views' masks as ``reconstruct`` makes them (the background remover when its weights
+    are here, else the white threshold), at their own size, then brought to ``size``² (bool); and where
+    they came from. The white threshold alone would erase near-white parts along the silhouette, which
+    reconstruct's remover path could not bring back."""
+    import torch
+    import torch.nn.functional as F
+
+    soft, source = mask_maker(np.stack(views).astype(np.float32) / 255.0)
+    resized = F.interpolate(torch.from_numpy(np.asarray(soft, dtype=np.float32))[:, None], size=(size, size),
+                            mode="bilinear", align_corners=False)[:, 0]
+    return (resized >= 0.5).numpy(), source
 
 
 STAGE = Stage(
@@ -154,11 +170,12 @@ STAGE = Stage(
     outputs=("enhance.json",),
     config_keys=CONFIG_KEYS,
     run=run,
-    models=(MODEL_NAME,),
-    version=2,  # 2: the photo's own detail, injection at all steps, prompt and guidance, masked on white
+    models=(MODEL_NAME, "carvekit"),  # carvekit: the views' masks, as reconstruct makes them
+    version=3,  # bumped when results change; what each version changed: CHANGELOG.md, "Stage versions"
     check_config=check_config,
     config_values=config_values,
     config=EnhanceConfig,
+    shared_config=(("sd2_depth", SD2DepthConfig),),
     weights=stage_weights,
     report=panel,
     enabled=lambda config: config.enhance.enabled,

@@ -117,21 +117,6 @@ def evaluate(prediction: "trimesh.Trimesh", ground_truth: "trimesh.Trimesh") -> 
                   volume_iou(prediction, ground_truth))
 
 
-def load_mesh(path: "Path") -> "trimesh.Trimesh":
-    """Any mesh file trimesh reads, merged into one mesh; a UsageError when it cannot be read."""
-    import trimesh
-
-    from img2mesh.errors import UsageError
-
-    try:
-        mesh = trimesh.load(path, force="mesh", process=False)
-    except Exception as exc:  # trimesh raises many types for bad files
-        raise UsageError(f"cannot read mesh {path}: {exc}") from None
-    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
-        raise UsageError(f"{path} holds no triangles")
-    return mesh
-
-
 def render_psnr(mesh: "trimesh.Trimesh", views_dir: "Path") -> float:
     """Mean PSNR (dB) of the mesh's bare albedo (texture or vertex colours, no shading) rendered at
     the views' cameras against the views, both on white: how well the colours were recovered."""

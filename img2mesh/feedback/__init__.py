@@ -18,6 +18,7 @@ def sampling_feedback(ctx: "StageContext", model: Any, sets: int, device: Any) -
     """The hook for ``generate.feedback.*``, or None when it is off; it keeps each feedback step's
     renders as ``sample_K/feedback/step_SS.png`` (one strip of the 16 views)."""
     from img2mesh.feedback.operator import FeedbackSettings, SamplingFeedback
+    from img2mesh.generate.sets import set_name
     from img2mesh.utils.files import atomic_save_image
     from img2mesh.utils.images import grid
 
@@ -28,6 +29,6 @@ def sampling_feedback(ctx: "StageContext", model: Any, sets: int, device: Any) -
                  sorted(settings.steps), settings.weight, settings.fit_steps)
 
     def keep(step: int, k: int, renders: Any) -> None:
-        atomic_save_image(ctx.out_dir / f"sample_{k}" / "feedback" / f"step_{step:02d}.png", grid(renders, len(renders)))
+        atomic_save_image(ctx.out_dir / set_name(k) / "feedback" / f"step_{step:02d}.png", grid(renders, len(renders)))
 
     return SamplingFeedback(model, settings, sets, ctx.config.run.seed, device, keep)

@@ -69,22 +69,20 @@ class FeedbackSettings:
     @classmethod
     def from_config(cls, config: "Config") -> "FeedbackSettings":
         """The feedback of a run: its own widths and fit length, reconstruct's loss terms and hull start."""
+        from img2mesh.neus.keys import FIELD_KEYS
         from img2mesh.reconstruct.fields import FieldConfig
         from img2mesh.reconstruct.hull_init import HullSettings
         from img2mesh.reconstruct.renderer import RenderSettings
         from img2mesh.reconstruct.trainer import TrainSettings
 
-        fb, rec, bound = config.generate.feedback, config.reconstruct, config.scene.bound
-        widths = dict(hidden=fb.hidden, layers=fb.layers, feature_dim=fb.feature_dim, color_hidden=fb.color_hidden,
-                      color_layers=fb.color_layers, hash_levels=fb.hash_levels, hash_log2_size=fb.hash_log2_size)
-        field = dataclasses.replace(FieldConfig.from_config(rec, bound, VIEW_COUNT), kind=fb.field,
-                                    skip_at=fb.layers // 2, **widths)
+        fb, bound = config.generate.feedback, config.scene.bound
+        # reconstruct's settings with the fast model's field keys (the same keys, neus.keys)
+        rec = dataclasses.replace(config.reconstruct, **{key: getattr(fb, key) for key in FIELD_KEYS})
+        field = FieldConfig.from_config(rec, bound, VIEW_COUNT)
         train = dataclasses.replace(TrainSettings.from_config(rec, config.run.seed), steps=fb.fit_steps,
-                                    rays_per_step=fb.rays_per_step, learning_rate=fb.learning_rate,
-                                    warmup_steps=max(1, fb.fit_steps // 10), curvature_weight=0.0,
-                                    checkpoint_every=fb.fit_steps)
-        render = dataclasses.replace(RenderSettings.from_config(rec, bound), coarse_samples=fb.samples_per_ray // 2,
-                                     fine_samples=fb.samples_per_ray // 2)
+                                    rays_per_step=fb.rays_per_step, warmup_steps=max(1, fb.fit_steps // 10),
+                                    curvature_weight=0.0, checkpoint_every=fb.fit_steps)
+        render = RenderSettings.from_config(rec, bound)
         hull = dataclasses.replace(HullSettings.from_config(rec), steps=fb.fit_steps)
         return cls(frozenset(fb.steps), fb.weight, fb.image_size, field, train, render, hull)
 

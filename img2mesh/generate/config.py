@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal, Optional, Union
 
 from img2mesh.errors import UsageError
+from img2mesh.neus.keys import field_keys_with
 from img2mesh.pipeline.config import Section, setting
 
 # generate.num_samples auto makes at most this many sets (HarmonyView's scripts make 2-4, SyncDreamer's
@@ -14,9 +15,15 @@ from img2mesh.pipeline.config import Section, setting
 AUTO_MAX_SETS = 4
 
 
+# The fast 3D model's field keys: reconstruct's keys (neus.keys), a small model's defaults.
+FastFieldKeys = field_keys_with("FastFieldKeys", hidden=64, layers=4, feature_dim=64, color_hidden=64, color_layers=2,
+                                hash_levels=8, hash_log2_size=16, samples_per_ray=64)
+
+
 @dataclass
-class FeedbackConfig(Section):
-    """3D-aware feedback during sampling (docs/stages.md: feedback); off while ``steps`` is empty."""
+class FeedbackConfig(FastFieldKeys):  # type: ignore[misc, valid-type]
+    """3D-aware feedback during sampling (docs/stages.md: feedback); off while ``steps`` is empty. The
+    field keys are reconstruct's (``neus.keys``) at a fast model's widths."""
 
     steps: list[int] = setting(factory=list, help="DDIM steps (1 = the first) that get feedback; empty = off",
                                minimum=1)
@@ -25,16 +32,6 @@ class FeedbackConfig(Section):
     fit_steps: int = setting(100, "NeuS steps per feedback step; each fit continues the previous one", minimum=1)
     rays_per_step: int = setting(1024, "rays per fitting step", minimum=1)
     image_size: int = setting(64, "the predicted views are fitted, and the model rendered, at this size", minimum=1)
-    field: Literal["mlp", "hashgrid"] = setting("mlp", "the fast 3D model's field")
-    hidden: int = setting(64, "the fast model's SDF network width (reconstruct.hidden's role)", minimum=1)
-    layers: int = setting(4, "its SDF network depth", minimum=1)
-    feature_dim: int = setting(64, "its SDF features fed to the colour network", minimum=1)
-    color_hidden: int = setting(64, "its colour network width", minimum=1)
-    color_layers: int = setting(2, "its colour network hidden layers", minimum=1)
-    hash_levels: int = setting(8, "its hash grid's levels (field: hashgrid)", minimum=1)
-    hash_log2_size: int = setting(16, "log2 of its hash tables' size", minimum=1)
-    samples_per_ray: int = setting(64, "its dense samples per ray", minimum=2)
-    learning_rate: float = setting(0.0005, "its learning rate", minimum=0.0)
 
 
 @dataclass

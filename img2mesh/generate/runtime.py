@@ -3,6 +3,7 @@ the run's precision, and the segment stage's input image as the model wants it."
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -50,7 +51,7 @@ def syncdreamer(ctx: "StageContext") -> LoadedSyncDreamer:
     key = (cfg.model, weights, cfg.checkpoint, tuple(cfg.hub_sources), cfg.trust_checkpoint, precision.name)
 
     def load() -> LoadedSyncDreamer:
-        ctx.log.info("generate: loading SyncDreamer (%s, %s weights) on %s, denoiser in %s", cfg.model,
+        ctx.log.info("%s: loading SyncDreamer (%s, %s weights) on %s, denoiser in %s", ctx.stage, cfg.model,
                      weights, ctx.device, precision.name)
         model, loaded = load_syncdreamer(cfg.model, weights, cfg.checkpoint, cfg.hub_sources,
                                          cfg.trust_checkpoint)
@@ -84,8 +85,37 @@ def check_checkpoint(config: "Config") -> None:
     from img2mesh.errors import UsageError
 
     checkpoint = config.generate.checkpoint
-    if checkpoint is not None and not config.generate.random_weights and not Path(checkpoint).expanduser().is_file():
+    if checkpoint is None or config.generate.random_weights:
+        return
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
         raise UsageError(f"checkpoint file {checkpoint} does not exist")
+    kind = checkpoint_kind(path)
+    if kind is None:
+        raise UsageError(f"checkpoint file {checkpoint} is not a checkpoint: neither a PyTorch archive (.ckpt/.pt) nor "
+                         f"safetensors (SyncDreamer's is syncdreamer-pretrain.ckpt, 5.6 GB)")
+
+
+def checkpoint_kind(path: "os.PathLike[str]") -> "str | None":
+    """What a weights file is by its first bytes: "zip" (torch.save's archive, Lightning's .ckpt),
+    "pickle" (torch's legacy format), "safetensors", or None for anything else (text, an image, ...).
+    Nothing is unpickled."""
+    import struct
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError:
+        return None
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:  # a pickle's PROTO opcode
+        return "pickle"
+    if len(head) >= 9:
+        (header,) = struct.unpack("<Q", head[:8])
+        if 2 <= header < 100_000_000 and head[8:9] == b"{":
+            return "safetensors"
+    return None
 
 
 def check_config(config: "Config") -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -96,9 +97,10 @@ def input_agreement(view: np.ndarray, input_on_white: np.ndarray, input_mask: np
 
 
 def score_samples(samples: np.ndarray, Ks: np.ndarray, poses: np.ndarray, input_on_white: np.ndarray,
-                  input_mask: np.ndarray, input_pose: np.ndarray, bound: float) -> list[SampleScore]:
+                  input_mask: np.ndarray, input_pose: np.ndarray, bound: float,
+                  on_set: Optional[Callable[[], None]] = None) -> list[SampleScore]:
     """Scores of S sample sets (S,N,H,W,3 uint8) against the input (H,W,3 float on white, H,W mask);
-    the hull is carved inside [-bound, bound]³ (``scene.bound``)."""
+    the hull is carved inside [-bound, bound]³ (``scene.bound``). ``on_set`` is called after each set."""
     near = nearest_view(poses, input_pose)
     scores = []
     for k, views in enumerate(samples):
@@ -106,6 +108,8 @@ def score_samples(samples: np.ndarray, Ks: np.ndarray, poses: np.ndarray, input_
         agree = input_agreement(views[near], input_on_white, input_mask)
         mean = float(per_view.mean())
         scores.append(SampleScore(k, 0.5 * (mean + agree), mean, agree, near, [float(v) for v in per_view]))
+        if on_set is not None:
+            on_set()
     return scores
 
 

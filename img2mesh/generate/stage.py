@@ -15,8 +15,9 @@ import numpy as np
 
 from img2mesh.errors import UsageError
 from img2mesh.generate.config import GenerateConfig
-from img2mesh.generate.report import panel
+from img2mesh.generate.panel import panel
 from img2mesh.generate.runtime import check_config
+from img2mesh.generate.sets import SCORES_FILE, set_name
 from img2mesh.generate.weights import stage_weights
 from img2mesh.pipeline.contract import Stage, StageContext
 from img2mesh.utils.files import atomic_save_image, atomic_write_bytes, atomic_write_json
@@ -63,7 +64,7 @@ def run(ctx: StageContext, feedback: Optional[FeedbackFactory] = None) -> dict[s
         for k, grid_values in enumerate(hook.signed_distances()):
             atomic_write_bytes(ctx.out_dir / f"sample_{k}" / "feedback" / "sdf.npy", npy_bytes(grid_values))
     for k, sample in enumerate(views):
-        folder = ctx.out_dir / f"sample_{k}"
+        folder = ctx.out_dir / set_name(k)
         for n, view in enumerate(sample):
             atomic_save_image(folder / f"{n:02d}.png", view)
         atomic_save_image(folder / "grid.png", grid(sample, 4))
@@ -111,9 +112,10 @@ def score_sets(ctx: StageContext, views: np.ndarray, record: dict) -> list["Samp
     input_pose = look_at_pose(0.0, math.radians(record["input_elevation_deg"]))
     poses = np.asarray(record["poses"])
     Ks = np.repeat(np.asarray(record["K"])[None], len(poses), 0)
-    scores = score_samples(views, Ks, poses, composite_on_white(rgba), np.asarray(rgba)[..., 3] > 127, input_pose,
-                           ctx.config.scene.bound)
-    atomic_write_json(ctx.out_dir / "scores.json", {"best_sample": best(scores),
+    with ctx.progress(f"scoring {len(views)} sample set(s)", total=len(views)) as task:
+        scores = score_samples(views, Ks, poses, composite_on_white(rgba), np.asarray(rgba)[..., 3] > 127, input_pose,
+                               ctx.config.scene.bound, on_set=task.advance)
+    atomic_write_json(ctx.out_dir / SCORES_FILE, {"best_sample": best(scores),
                                                     "samples": [s.to_dict() for s in scores]})
     if len(scores) > 1:
         atomic_save_image(ctx.out_dir / "samples.png", contact_sheet(views, scores))
@@ -129,7 +131,7 @@ STAGE = Stage(
     reads=("segment", "elevation"),
     outputs=("sample_0/00.png", "sample_0/15.png", "sample_0/grid.png", "cameras.json", "scores.json"),
     config_keys=("generate", "scene", "run.seed"),
-    version=3,  # 2: scores.json / samples.png; 3: generate.feedback
+    version=3,  # bumped when results change; what each version changed: CHANGELOG.md, "Stage versions"
     run=run,
     models=("syncdreamer",),
     check_config=check_config,

@@ -1,4 +1,5 @@
-"""Writing meshes in the frame viewers expect: glTF's +Y up, the input view looking along +Z.
+"""Writing meshes in the frame viewers expect (glTF's +Y up, the input view looking along +Z), and reading
+any mesh file back.
 
 The reconstruction world has +z up and the view-0 (input) camera on +x. Exports use
 (X, Y, Z) = (y, z, x) of the world: a proper rotation, same scale, so Blender and web viewers show
@@ -78,3 +79,18 @@ def _write_textured_obj(mesh: "trimesh.Trimesh", path: Path) -> list[Path]:
     atomic_write_bytes(path.with_name(images[0]), files[images[0]])
     atomic_write_text(path, text)
     return [path, mtl, path.with_name(images[0])]
+
+
+def load_mesh(path: "Path") -> "trimesh.Trimesh":
+    """Any mesh file trimesh reads, merged into one mesh; a UsageError when it cannot be read."""
+    import trimesh
+
+    from img2mesh.errors import UsageError
+
+    try:
+        mesh = trimesh.load(path, force="mesh", process=False)
+    except Exception as exc:  # trimesh raises many types for bad files
+        raise UsageError(f"cannot read mesh {path}: {exc}") from None
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+        raise UsageError(f"{path} holds no triangles")
+    return mesh

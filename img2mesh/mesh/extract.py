@@ -1,4 +1,4 @@
-"""From a trained field to a clean coloured mesh: marching cubes, its components, vertex colours."""
+"""From a trained field to a clean mesh: the SDF on a grid, marching cubes, its components."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from img2mesh.reconstruct.fields import NeuSField
 
@@ -64,22 +63,3 @@ def keep_components(mesh: "trimesh.Trimesh", min_fraction: float) -> tuple["trim
     import trimesh
 
     return (trimesh.util.concatenate(kept) if len(kept) > 1 else kept[0]), len(kept), len(parts) - len(kept)
-
-
-
-def surface_colors(field: NeuSField, points: np.ndarray, device: torch.device, chunk: int = 65536) -> np.ndarray:
-    """RGB (N,3 float in [0, 1]) of the colour field at surface points, looking along the inward normal."""
-    colors = []
-    for part in torch.from_numpy(np.asarray(points, dtype=np.float32)).split(chunk):
-        x = part.to(device)
-        _, features, grad = field.sdf_and_gradient(x, create_graph=False)
-        normal = F.normalize(grad, dim=-1)
-        with torch.no_grad():
-            colors.append(field.color(x, normal, -normal, features.detach()).float().cpu())
-    return torch.cat(colors).numpy() if colors else np.zeros((0, 3), np.float32)
-
-
-def vertex_colors(field: NeuSField, vertices: np.ndarray, device: torch.device) -> np.ndarray:
-    """RGBA uint8 per vertex (``surface_colors`` at the vertices)."""
-    rgb = (surface_colors(field, vertices, device) * 255).round().clip(0, 255).astype(np.uint8)
-    return np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], 1)

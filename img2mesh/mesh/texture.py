@@ -1,8 +1,8 @@
-"""Baking the colour field into a UV texture: unwrap, rasterise texels, query, pad the charts.
+"""Baking surface colours into a UV texture: unwrap, rasterise texels, colour them, pad the charts.
 
 Each texel's centre is located on the surface through the UV triangle that covers it (the project's
-rasteriser in UV space, so CPU and GPU give the same texels), coloured by the same query as the
-vertex colours (``extract.surface_colors``), and texels outside every chart take the colour of the
+rasteriser in UV space, so CPU and GPU give the same texels), coloured by the same function as the
+vertex colours (``bake.SurfaceColours``), and texels outside every chart take the colour of the
 nearest covered texel so that bilinear filtering and mip-maps never pull background into a seam.
 """
 

@@ -67,6 +67,9 @@ def run_folder(request: RunRequest, schema: type, stages: Sequence[Stage], repor
     if not Path(folder).is_dir():
         raise UsageError(f"views folder {folder} does not exist or is not a folder")
     check_output_dir(request.out)
+    for stage in stages:  # a bad views folder is the command's usage error, as a bad image list is run's
+        if stage.check_input is not None:
+            stage.check_input(Path(folder), config)
     runner = Runner(stages, config, resolve_device(config.run.device), reporter)
     try:
         result = runner.run(Path(folder), request.out, from_stage=request.from_stage,

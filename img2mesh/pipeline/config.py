@@ -17,12 +17,12 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence, Union
+from typing import Any, ClassVar, Literal, Optional, Sequence, Union
 
 from img2mesh.errors import UsageError
 
-PRESETS = ("default", "smoke", "fast", "quality")
-PRESET_FOLDER = "configs"  # inside the package: smoke.yaml, fast.yaml, quality.yaml (what each changes)
+PRESETS = ("default", "smoke", "fast", "quality", "demo")
+PRESET_FOLDER = "configs"  # inside the package: smoke.yaml, fast.yaml, quality.yaml, demo.yaml (what each changes)
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None,
@@ -36,7 +36,13 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any 
 
 
 class Section:
-    """Base of a config section; :meth:`validate` holds checks beyond one key's type and range."""
+    """Base of a config section; :meth:`validate` holds checks beyond one key's type and range.
+
+    ``moved`` names keys the section once had and where they live now, so that a stale config file or
+    ``--set`` is told the new key instead of only "unknown".
+    """
+
+    moved: ClassVar[dict[str, str]] = {}
 
     def validate(self, prefix: str) -> None:
         """Raise a UsageError naming ``prefix + key`` for a value the section cannot use."""
@@ -44,7 +50,8 @@ class Section:
 
 @dataclass
 class RunConfig(Section):
-    seed: int = setting(0, "one seed for every random draw of a run")
+    seed: int = setting(0, "one seed for every random draw of a run (0 to 2^32 - 1, what every library's "
+                           "generator takes)", minimum=0, maximum=2**32 - 1)
     device: str = setting("auto", "auto | cpu | cuda | cuda:N")
 
     def validate(self, prefix: str) -> None:
@@ -208,6 +215,8 @@ def _read_text(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"config file {path} is a folder; give a YAML file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read config file {path}: {exc}") from None
 
@@ -253,15 +262,28 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def _apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+def unknown_key(schema: type, path: list[str]) -> UsageError:
+    """The error for a key the schema does not have, naming where it moved when a section says so."""
+    section: Any = schema
+    for part in path[:-1]:
+        hints = typing.get_type_hints(section) if dataclasses.is_dataclass(section) else {}
+        section = hints.get(part)
+    moved = getattr(section, "moved", {}) if dataclasses.is_dataclass(section) else {}
+    dotted = ".".join(path)
+    if path[-1] in moved:
+        return UsageError(f"config key {dotted} is now {moved[path[-1]]}")
+    return UsageError(f"unknown config key {dotted}")
+
+
+def _apply_override(data: dict[str, Any], path: list[str], value: Any, schema: type) -> None:
     node = data
     for i, part in enumerate(path[:-1]):
         child = node.get(part)
         if not isinstance(child, dict):
-            raise UsageError(f"unknown config key {'.'.join(path[: i + 1])}")
+            raise unknown_key(schema, path[: i + 1])
         node = child
     if path[-1] not in node:
-        raise UsageError(f"unknown config key {'.'.join(path)}")
+        raise unknown_key(schema, path)
     node[path[-1]] = value
 
 
@@ -287,22 +309,22 @@ def load_config(
     for name, text in layers:
         update = _parse_yaml(text, name)
         # Validate the layer's keys on their own so an unknown key is named, not merged silently.
-        _check_known(update, data, "")
+        _check_known(update, data, [], schema)
         data = _merge(data, update)
     for text in overrides or []:
         path, value = parse_override(text)
-        _apply_override(data, path, value)
+        _apply_override(data, path, value, schema)
     for key, value in (values or {}).items():
-        _apply_override(data, key.split("."), value)
+        _apply_override(data, key.split("."), value, schema)
     return _build(schema, data, "")
 
 
-def _check_known(update: dict[str, Any], base: dict[str, Any], prefix: str) -> None:
+def _check_known(update: dict[str, Any], base: dict[str, Any], path: list[str], schema: type) -> None:
     for key, value in update.items():
         if key not in base:
-            raise UsageError(f"unknown config key {prefix}{key}")
+            raise unknown_key(schema, [*path, key])
         if isinstance(value, dict) and isinstance(base[key], dict):
-            _check_known(value, base[key], f"{prefix}{key}.")
+            _check_known(value, base[key], [*path, key], schema)
 
 
 def leaf_fields(section: type, prefix: str = "") -> list[tuple[str, type, dataclasses.Field]]:

@@ -108,6 +108,8 @@ class Stage:
             depends on the config itself (a stage switched off ignores its other settings, so
             changing them must not re-run it or what reads it); default: all of ``config_keys``.
         config: the dataclass of the stage's config section (``config.<name>``), or None.
+        shared_config: ``(name, dataclass)`` sections of a library the stage uses with other stages (e.g.
+            ``sd2_depth`` for enhance and refine): each user declares it, the schema holds it once.
         weights: the weight files the stage uses, for ``img2mesh weights`` and ``doctor``.
         report: the stage's panel of the HTML report.
         enabled: whether the config switches the stage on (a stage switched off still runs, to
@@ -127,6 +129,7 @@ class Stage:
     check_config: Optional[Callable[["Config"], None]] = None
     config_values: Optional[Callable[["Config"], dict[str, Any]]] = None
     config: Optional[type] = None
+    shared_config: tuple[tuple[str, type], ...] = ()
     weights: Optional[Callable[["Config"], Sequence["WeightFile"]]] = None
     report: Optional[ReportPanel] = None
     enabled: Optional[Callable[["Config"], bool]] = None

@@ -50,7 +50,8 @@ def collect_images(paths: Sequence[Path]) -> tuple[list[Path], bool]:
     for image in images:
         key = image.resolve()
         if key in seen:
-            raise UsageError(f"input {image} is given twice (also as {seen[key]})")
+            same = f" (also as {seen[key]})" if str(seen[key]) != str(image) else ""
+            raise UsageError(f"input {image} is given twice{same}")
         seen[key] = image
     return images, batch
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from img2mesh import __version__
-from img2mesh.errors import Img2MeshError, InputError, StageError, UsageError
+from img2mesh.errors import Img2MeshError, InputError, OccupiedError, StageError, UsageError
 from img2mesh.pipeline.config import Config
 from img2mesh.pipeline.contract import Reporter, SilentReporter, Stage, StageContext
 from img2mesh.pipeline.lock import RunLock
@@ -79,6 +79,39 @@ def stage_fingerprint(stage: Stage, input_sha: str, config: Config, upstream: di
                    else {key: config.get(key) for key in stage.config_keys}),
         "upstream": {} if off else {name: upstream[name] for name in stage.reads},
     })
+
+
+RANDOM_WEIGHTS_KEY = "random_weights"  # the convention: a section's untrained stand-in for its networks
+
+
+def check_owner(image: Path, run_dir: Path, input_sha: Optional[str] = None) -> None:
+    """Refuse an output folder that holds another input's results (``--force`` replaces them)."""
+    previous = (read_only_manifest(run_dir) or {}).get("input")
+    if not isinstance(previous, dict) or previous.get("sha256") is None:
+        return
+    if previous["sha256"] != (input_sha or sha256_path(image)):
+        raise OccupiedError(f"{run_dir} holds the results of another input ({previous.get('path')}); use another -o, "
+                            f"or --force to replace them")
+
+
+def untrained_sections(stages: Sequence[Stage], config: Config) -> list[str]:
+    """The config sections whose ``random_weights`` is on and that a stage switched on depends on (in
+    its ``config_keys``): with any, the run's result is noise, whatever it looks like."""
+    found: list[str] = []
+    for stage in stages:
+        if stage.enabled is not None and not stage.enabled(config):
+            continue
+        for key in stage.config_keys:
+            section = key.split(".")[0]
+            if key not in (section, f"{section}.{RANDOM_WEIGHTS_KEY}") or section in found:
+                continue
+            try:
+                on = config.get(f"{section}.{RANDOM_WEIGHTS_KEY}") is True
+            except AttributeError:
+                on = False
+            if on:
+                found.append(section)
+    return found
 
 
 def stage_range(stages: Sequence[Stage], from_stage: Optional[str], until_stage: Optional[str]) -> tuple[int, int]:
@@ -161,6 +194,8 @@ class Runner:
                     stage.check_input(image, self.config)
             if from_stage is not None:
                 self._check_from(image, run_dir, start, from_stage)
+            if not force:  # before the lock and the log: a refused folder is left exactly as it was
+                check_owner(image, run_dir)
             if lock:
                 with RunLock(run_dir):
                     self._run_locked(image, run_dir, start, end, from_stage, force, result)
@@ -204,19 +239,20 @@ class Runner:
             log.info("img2mesh %s: %s -> %s (device %s)", __version__, image, run_dir, self.device)
             manifest = Manifest.load(run_dir)
             input_sha = sha256_path(image)
-            previous = manifest.data.get("input")
-            if isinstance(previous, dict) and previous.get("sha256") not in (None, input_sha) and not force:
-                raise InputError(
-                    f"{run_dir} holds the results of another input ({previous.get('path')}); "
-                    f"use another -o, or --force to replace them"
-                )
+            if not force:  # again under the lock: another process may have written it since
+                check_owner(image, run_dir, input_sha)
+            untrained = untrained_sections(self.stages, self.config)
             manifest.data.update({
                 "img2mesh_version": __version__,
                 "input": {"path": str(image.resolve()), "size": path_size(image), "sha256": input_sha},
                 "config": self.config.to_dict(),
                 "device": self.device,
+                "random_weights": untrained,
             })
             manifest.save()
+            if untrained:
+                log.warning("random weights (%s): untrained networks stand in for the models, so the mesh is noise, "
+                            "not a reconstruction of the photo (for demonstrations and tests)", ", ".join(untrained))
             # What each finished stage hands downstream: its fingerprint and the digests of what
             # it wrote, so a stage whose outputs changed (a non-deterministic re-run) invalidates
             # its readers even when its own config did not change.
@@ -298,10 +334,12 @@ class Runner:
             raise
         except Img2MeshError as exc:
             manifest.update_stage(name, status="failed", ended=now_iso(), error=str(exc))
+            self._drop_if_empty(partial)
             raise
         except Exception as exc:
             message = f"stage {name} failed: {type(exc).__name__}: {exc}"
             manifest.update_stage(name, status="failed", ended=now_iso(), error=message)
+            self._drop_if_empty(partial)
             raise StageError(message) from exc
         seconds = time.perf_counter() - t0
         marker.unlink()
@@ -325,6 +363,18 @@ class Runner:
                            published=manifest.stage(stage.name).get("published", []))
         self._publish(stage, run_dir, manifest)
         log.info("%s: off", stage.name)
+
+    @staticmethod
+    def _drop_if_empty(partial: Path) -> None:
+        """After a failure, the staging folder goes when it holds nothing a retry could resume from (only
+        its fingerprint: e.g. generate stopped for want of weights); a checkpoint keeps it."""
+        if any(p.name != FINGERPRINT_FILE for p in partial.iterdir()):
+            return
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            partial.parent.rmdir()  # OUT/.partial, once nothing else is pending in it
+        except OSError:
+            pass
 
     @staticmethod
     def _swap_in(partial: Path, final: Path) -> None:

@@ -16,6 +16,7 @@ from img2mesh.pipeline.manifest import Manifest, read_only_manifest
 from img2mesh.pipeline.runner import RunResult
 
 SCHEMA = 1
+REPORT_NAME = "report.html"  # written into each input's OUT by the report package, after the run
 
 
 def artifacts(result: RunResult, manifest: Manifest) -> list[dict[str, Any]]:
@@ -56,6 +57,8 @@ def input_record(result: RunResult) -> dict[str, Any]:
         "category": result.category,
         "error": result.error,
         "seconds": round(result.seconds, 3),
+        "random_weights": manifest.data.get("random_weights", []),  # non-empty: the result is noise
+        "report": str(result.run_dir / REPORT_NAME) if (result.run_dir / REPORT_NAME).is_file() else None,
         "stages": stage_records(result, manifest),
         "artifacts": artifacts(result, manifest),
     }

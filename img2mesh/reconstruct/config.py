@@ -6,32 +6,28 @@ from dataclasses import dataclass
 from typing import Literal, Union
 
 from img2mesh.errors import UsageError
-from img2mesh.pipeline.config import Section, setting
+from img2mesh.neus.keys import FieldKeys
+from img2mesh.pipeline.config import setting
 
 
 @dataclass
-class ReconstructConfig(Section):
-    field: Literal["mlp", "hashgrid"] = setting("mlp", "vanilla NeuS, or a multi-resolution hash encoding")
+class ReconstructConfig(FieldKeys):
+    """How a field is fitted to the views (its kind and widths: ``neus.keys.FieldKeys``)."""
+
     steps: int = setting(2000, "training steps", minimum=1)
     rays_per_step: int = setting(4096, "rays per training step", minimum=1)
-    samples_per_ray: int = setting(128, "dense sampler: half uniform, half importance (NeuS up-sampling)", minimum=2)
     sampler: Literal["auto", "dense", "occupancy"] = setting("auto", "auto: dense on every device for now")
     grid_resolution: int = setting(128, "occupancy grid cells per side", minimum=1)
     march_steps: int = setting(1024, "occupancy sampler: marching steps across the bounding cube's diagonal",
                                minimum=1)
-    learning_rate: float = setting(0.0005, "learning rate of the networks (the hash tables: 0.01)", minimum=0.0)
     warmup_steps: int = setting(200, "linear learning-rate warm-up (at most a quarter of the steps)", minimum=1)
     image_size: int = setting(0, "resize the views for training (0 = as they are)", minimum=0)
-    hidden: int = setting(256, "SDF network width", minimum=1)
-    layers: int = setting(8, "SDF network depth (skip connection half-way)", minimum=1)
-    feature_dim: int = setting(256, "SDF network features fed to the colour network (official NeuS: 256)", minimum=1)
-    color_hidden: int = setting(256, "colour network width (official: 256)", minimum=1)
-    color_layers: int = setting(4, "colour network hidden layers (official: 4)", minimum=1)
     view_input: Literal["direction", "reflected"] = setting("reflected", "the colour network's view input: the ray "
                                                                          "direction, or it reflected about the normal "
                                                                          "(official)")
-    hash_levels: int = setting(16, "hash-grid field: resolution levels (16 to 2048 cells)", minimum=1)
-    hash_log2_size: int = setting(19, "hash-grid field: log2 of each level's table size", minimum=1)
+    adapt: bool = setting(True, "measure how much the views' silhouettes disagree before fitting: views that agree "
+                                "(renders) get the accurate recipe (l1, no margin, no appearance codes, fixed "
+                                "cameras, strict hull), others the levers below as set")
     init: Literal["sphere", "hull", "feedback"] = setting("hull", "start from NeuS's sphere, fitted to the masks' "
                                                                   "visual hull, or to generate's last feedback fit")
     init_steps: int = setting(300, "hull start: SDF-fitting steps before training (points only, no rendering)",

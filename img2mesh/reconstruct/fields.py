@@ -1,10 +1,9 @@
 """Signed-distance + colour fields for NeuS: a vanilla MLP field and a multi-resolution hash-grid field.
 
 Both share one interface: ``sdf_features(x) -> (sdf, features)``, ``color(x, normal, view_dir,
-features, codes)``, and the learned inverse variance ``inv_s``. The hash-grid encoding uses
-tinycudann when it imports (CUDA only) and otherwise a pure-PyTorch multi-resolution hash encoding
-(the same structure and hash; not the same function: tinycudann offsets and scales the grid its own
-way, so weights trained by one cannot be read by the other, and ``storage.py`` refuses to try).
+features, codes)``, and the learned inverse variance ``inv_s``. The kinds and their encodings are
+``img2mesh/neus/`` (``kinds.FIELD_KINDS``; the hash grid: tinycudann on CUDA, else pure PyTorch, two
+functions of their weights that ``storage.py`` never mixes).
 
 With ``appearance_dim`` > 0 each training view has a learned code (NeRF-W's appearance embedding)
 fed to the colour network, so a view recoloured on its own is explained by its code rather than
@@ -21,12 +20,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from img2mesh.neus.kinds import FieldName, build_encoding, field_kind
 from img2mesh.utils.settings import fixed
 
 if TYPE_CHECKING:
     from img2mesh.reconstruct.config import ReconstructConfig
 
-PRIMES = (1, 2654435761, 805459861)
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class FieldConfig:
     the fixed architecture.
     """
 
-    kind: Literal["mlp", "hashgrid"]
+    kind: FieldName
     hidden: int
     layers: int
     skip_at: int
@@ -89,88 +88,6 @@ def positional_encoding(x: torch.Tensor, frequencies: int) -> torch.Tensor:
     scales = 2.0 ** torch.arange(frequencies, device=x.device, dtype=x.dtype)
     angles = (x[..., None, :] * scales[:, None]).flatten(-2)
     return torch.cat([x, torch.sin(angles), torch.cos(angles)], -1)
-
-
-class HashGridEncoding(nn.Module):
-    """Multi-resolution hash encoding (Müller et al. 2022) in plain PyTorch, trilinear per level."""
-
-    def __init__(self, levels: int, features: int, log2_size: int, base: int, finest: int, bound: float) -> None:
-        super().__init__()
-        self.levels, self.features, self.size, self.bound = levels, features, 2**log2_size, bound
-        growth = math.exp((math.log(finest) - math.log(base)) / max(levels - 1, 1))
-        self.resolutions = [int(math.floor(base * growth**level)) for level in range(levels)]
-        self.table = nn.Parameter(torch.empty(levels, self.size, features).uniform_(-1e-4, 1e-4))
-
-    @property
-    def output_dim(self) -> int:
-        return self.levels * self.features
-
-    def _index(self, corner: torch.Tensor, resolution: int) -> torch.Tensor:
-        if (resolution + 1) ** 3 <= self.size:  # a dense grid fits: no collisions
-            return corner[..., 0] + (resolution + 1) * (corner[..., 1] + (resolution + 1) * corner[..., 2])
-        hashed = corner[..., 0] * PRIMES[0] ^ corner[..., 1] * PRIMES[1] ^ corner[..., 2] * PRIMES[2]
-        return hashed % self.size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        unit = ((x / self.bound + 1) / 2).clamp(0, 1)  # [-bound, bound] -> [0, 1]
-        outputs = []
-        offsets = torch.tensor([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(8)], device=x.device)
-        for level, resolution in enumerate(self.resolutions):
-            scaled = unit * resolution
-            base = scaled.floor().long().clamp(max=resolution - 1)
-            frac = scaled - base
-            corners = base[..., None, :] + offsets  # ...,8,3
-            weights = torch.where(offsets.bool(), frac[..., None, :], 1 - frac[..., None, :]).prod(-1)
-            values = self.table[level][self._index(corners, resolution)]  # ...,8,F
-            outputs.append((weights[..., None] * values).sum(-2))
-        return torch.cat(outputs, -1)
-
-
-HASH_BACKENDS = ("tinycudann", "pytorch")
-
-
-def tinycudann_encoding(config: FieldConfig) -> nn.Module:
-    """tinycudann's HashGrid for ``config``; raises (ImportError, RuntimeError, ...) where it cannot run."""
-    import tinycudann as tcnn
-
-    if not torch.cuda.is_available():
-        raise RuntimeError("tinycudann needs a CUDA device")
-    growth = math.exp((math.log(config.hash_max_resolution) - math.log(config.hash_base_resolution))
-                      / max(config.hash_levels - 1, 1))
-    encoding = tcnn.Encoding(3, {"otype": "HashGrid", "n_levels": config.hash_levels,
-                                 "n_features_per_level": config.hash_features,
-                                 "log2_hashmap_size": config.hash_log2_size,
-                                 "base_resolution": config.hash_base_resolution,
-                                 "per_level_scale": growth})
-    return _TcnnWrapper(encoding, config.bound)
-
-
-def make_hash_encoding(config: FieldConfig, backend: Optional[str] = None) -> tuple[nn.Module, str]:
-    """The hash encoding and its backend's name. ``backend`` None: tinycudann where it imports and CUDA is
-    present, else the PyTorch one; ``"tinycudann"`` or ``"pytorch"``: that one (tinycudann raising where
-    it cannot run)."""
-    if backend not in (None, *HASH_BACKENDS):
-        raise ValueError(f"unknown hash-grid backend {backend!r}")
-    if backend == "tinycudann":
-        return tinycudann_encoding(config), "tinycudann"
-    if backend is None and torch.cuda.is_available():
-        try:
-            return tinycudann_encoding(config), "tinycudann"
-        except Exception:  # missing, or built for another GPU: the PyTorch encoding (another function)
-            pass
-    return HashGridEncoding(config.hash_levels, config.hash_features, config.hash_log2_size,
-                            config.hash_base_resolution, config.hash_max_resolution, config.bound), "pytorch"
-
-
-class _TcnnWrapper(nn.Module):
-    def __init__(self, encoding: nn.Module, bound: float) -> None:
-        super().__init__()
-        self.encoding, self.bound = encoding, bound
-        self.output_dim = encoding.n_output_dims
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        unit = ((x / self.bound + 1) / 2).clamp(0, 1)
-        return self.encoding(unit.reshape(-1, 3)).float().reshape(*x.shape[:-1], -1)
 
 
 class SDFNetwork(nn.Module):
@@ -257,8 +174,8 @@ class NeuSField(nn.Module):
     def __init__(self, config: FieldConfig, backend: Optional[str] = None) -> None:
         super().__init__()
         self.config = config
-        if config.kind == "hashgrid":
-            self.encoding, self.backend = make_hash_encoding(config, backend)
+        if field_kind(config.kind).encoding is not None:
+            self.encoding, self.backend = build_encoding(config, backend)
             encoding_dim = 3 + self.encoding.output_dim
         else:
             self.encoding, self.backend = None, "positional encoding"

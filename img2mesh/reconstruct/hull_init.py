@@ -10,7 +10,7 @@ smoothness bias tends to melt into the body.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 import torch
@@ -71,18 +71,18 @@ def _lookup(grid: torch.Tensor, points: torch.Tensor, bound: float) -> torch.Ten
 
 
 def fit_to_hull(field: NeuSField, views: Views, bound: float, settings: HullSettings, seed: int,
-                device: torch.device) -> dict[str, float]:
+                device: torch.device, on_step: Optional[Callable[[], None]] = None) -> dict[str, float]:
     """Fit the field's SDF to the hull's signed distance (:func:`fit_to_grid`).
 
     Returns the hull's volume fraction and the mean absolute error of the last step.
     """
     distance = hull_signed_distance(views, bound, tolerance=settings.tolerance)
-    fraction, error = fit_to_grid(field, distance, bound, settings, seed, device)
+    fraction, error = fit_to_grid(field, distance, bound, settings, seed, device, on_step)
     return {"hull_fraction": fraction, "hull_fit_error": error}
 
 
 def fit_to_grid(field: NeuSField, signed_distance: np.ndarray, bound: float, settings: HullSettings, seed: int,
-                device: torch.device) -> tuple[float, float]:
+                device: torch.device, on_step: Optional[Callable[[], None]] = None) -> tuple[float, float]:
     """Fit the field's SDF to a signed-distance grid (R³, [x, y, z], spanning the cube) for
     ``settings.steps`` Adam steps (L1 + eikonal), then set NeuS's variance parameter to
     ``settings.variance``. Returns the grid's inside fraction and the last step's error.
@@ -117,6 +117,8 @@ def fit_to_grid(field: NeuSField, signed_distance: np.ndarray, bound: float, set
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if on_step is not None:
+            on_step()
     with torch.no_grad():
         field.variance.fill_(settings.variance)
     # One device sync at the end, not one per step.

@@ -29,10 +29,12 @@ class RemoverMasks:
     """
 
     def __init__(self, ctx: "StageContext") -> None:
+        self.stage = ctx.stage  # who asks (reconstruct, or enhance for the same masks), for the log
         self.choice = ctx.config.reconstruct.masks
         self.segment = ctx.config.segment
         self.device = ctx.device
         self.models = ctx.models
+        self.warned = False  # the threshold fallback is said once per stage, however many folders it masks
 
     def available(self) -> bool:
         """Whether the remover can run without a download (its weights are here, or untrained ones)."""
@@ -48,10 +50,12 @@ class RemoverMasks:
         if self.choice == "threshold":
             return threshold_masks(images)
         if self.choice == "auto" and not self.available():
-            log.warning("reconstruct: the views have no alpha and carvekit or its weights are not on this machine, "
-                        "so their masks come from the white-background threshold; `img2mesh weights download "
-                        "tracer_b7` and `... fba` give the official soft masks (reconstruct.masks=threshold "
-                        "silences this)")
+            if not self.warned:
+                self.warned = True
+                log.warning("%s: the views have no alpha and carvekit or its weights are not on this machine, "
+                            "so their masks come from the white-background threshold; `img2mesh weights download "
+                            "tracer_b7` and `... fba` give the official soft masks (reconstruct.masks=threshold "
+                            "silences this)", self.stage)
             return threshold_masks(images)
         from PIL import Image
 

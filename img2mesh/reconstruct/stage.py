@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from img2mesh.pipeline.contract import Stage, StageContext
 from img2mesh.reconstruct.config import ReconstructConfig
-from img2mesh.reconstruct.report import panel
+from img2mesh.reconstruct.panel import panel
 
 if TYPE_CHECKING:
     from img2mesh.pipeline.config import Config
@@ -27,14 +26,19 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
     from img2mesh.reconstruct.masks import RemoverMasks
     from img2mesh.reconstruct.occupancy import make_grid
     from img2mesh.reconstruct.poses import PoseCorrection
+    from img2mesh.reconstruct.recipe import choose
     from img2mesh.reconstruct.renderer import RenderSettings
     from img2mesh.reconstruct.storage import save_field
     from img2mesh.reconstruct.trainer import TrainSettings, train
     from img2mesh.reconstruct.views import load_views
 
-    cfg = ctx.config.reconstruct
-    views = load_views(views_dir, cfg.image_size, cameras_file, RemoverMasks(ctx))
+    masks = RemoverMasks(ctx)
+    views = load_views(views_dir, ctx.config.reconstruct.image_size, cameras_file, masks)
     bound = ctx.config.scene.bound
+    cfg, recipe = choose(ctx.config.reconstruct, views, bound)  # the levers these views call for
+    if recipe.name != "as configured":
+        ctx.log.info("reconstruct: the views' silhouettes disagree by %.3f: the %s recipe (%s)", recipe.disagreement,
+                     recipe.name, ", ".join(f"{k} {v}" for k, v in recipe.levers.items()))
     config = FieldConfig.from_config(cfg, bound, len(views.images))
     torch.manual_seed(ctx.config.run.seed)  # the initial weights too come from the run's seed
     field = NeuSField(config)
@@ -53,7 +57,7 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
         checkpoint.unlink(missing_ok=True)
     hull = {}
     if cfg.init != "sphere" and not checkpoint.is_file():  # a checkpoint already holds the fitted start
-        hull = start_from_masks(ctx, field, views, device, views_dir / FEEDBACK_GRID)
+        hull = start_from_masks(ctx, cfg, field, views, device, views_dir / FEEDBACK_GRID)
     shown = [0]  # steps the bar has shown; a resumed run's first step jumps it to the checkpoint
 
     def advance(step: int, loss: float) -> None:
@@ -65,14 +69,33 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
         stats = train(field, views, settings, render, device, checkpoint, on_step=advance, grid=grid, poses=poses)
     checkpoint.unlink(missing_ok=True)  # a finished field needs no resume point
     save_field(field, folder)
+    save_fitted_views(ctx, field, views, views_dir, cameras_file, masks, poses, render, device, folder)
     if poses is not None:  # how far the cameras moved, in pixels and degrees (views.Ks: at the training size)
         distance = float(np.linalg.norm(views.poses[:, :, 3], axis=-1).mean())
         stats.update(poses.summary(distance, float(views.Ks[:, 0, 0].mean())))
-    return {**stats, **hull, "init": cfg.init, "field": cfg.field, "backend": field.backend, "mask_source": views.mask_source,
-            "views": int(views.images.shape[0]), "view_size": list(views.size)}
+    return {**stats, **hull, **recipe.facts(), "init": cfg.init, "field": cfg.field, "backend": field.backend,
+            "mask_source": views.mask_source, "views": int(views.images.shape[0]), "view_size": list(views.size)}
 
 
-def start_from_masks(ctx: StageContext, field: Any, views: Any, device: Any, feedback_grid: Path) -> dict[str, Any]:
+def save_fitted_views(ctx: StageContext, field: Any, views: Any, views_dir: Path, cameras_file: Optional[Path],
+                      masks: Any, poses: Any, render: Any, device: Any, folder: Path) -> None:
+    """``views.npz`` and ``cameras.json`` beside the field: the views at their own size (re-read when
+    training resized them), the cameras after pose refinement and each view's colour correction."""
+    from img2mesh.reconstruct.fitted import colour_corrections, refined_poses, save_fitted
+    from img2mesh.reconstruct.views import load_views
+
+    fitted = refined_poses(views.poses, poses)
+    colour = colour_corrections(field, views, fitted, render, device, ctx.config.run.seed)
+    native = views
+    if ctx.config.reconstruct.image_size:
+        native = load_views(views_dir, 0, cameras_file, masks)
+        if native.size == views.size:
+            native = views
+    save_fitted(folder, native, fitted, colour)
+
+
+def start_from_masks(ctx: StageContext, cfg: Any, field: Any, views: Any, device: Any,
+                     feedback_grid: Path) -> dict[str, Any]:
     """Fit the field to the masks' visual hull (``reconstruct.init: hull``) or to the signed distance of
     generate's last feedback fit (``feedback``; the hull when the sample set has none); the sphere when
     the hull is empty."""
@@ -82,13 +105,15 @@ def start_from_masks(ctx: StageContext, field: Any, views: Any, device: Any, fee
 
     from img2mesh.reconstruct.hull_init import HullSettings, fit_to_grid, fit_to_hull
 
-    cfg = ctx.config.reconstruct
-    args = (ctx.config.scene.bound, HullSettings.from_config(cfg), ctx.config.run.seed, device)
+    settings = HullSettings.from_config(cfg)
+    args = (ctx.config.scene.bound, settings, ctx.config.run.seed, device)
     start = time.perf_counter()
     if cfg.init == "feedback":
         try:
             grid = np.load(feedback_grid, allow_pickle=False)  # never unpickle: a plain array or nothing
-            fraction, error = fit_to_grid(field, grid, *args)
+            with ctx.progress(f"fitting generate's feedback surface ({settings.steps} steps)",
+                              total=settings.steps) as task:
+                fraction, error = fit_to_grid(field, grid, *args, on_step=task.advance)
             seconds = time.perf_counter() - start
             ctx.log.info("reconstruct: started from generate's feedback fit (%.0f%% of the cube, fit error %.4f, "
                          "%.1f s)", 100 * fraction, error, seconds)
@@ -98,7 +123,8 @@ def start_from_masks(ctx: StageContext, field: Any, views: Any, device: Any, fee
             reason = "it was made without generate.feedback" if not feedback_grid.is_file() else exc
             ctx.log.warning("reconstruct: no feedback fit to start from (%s); starting from the visual hull", reason)
     try:
-        info = fit_to_hull(field, views, *args)
+        with ctx.progress(f"fitting the visual hull ({settings.steps} steps)", total=settings.steps) as task:
+            info = fit_to_hull(field, views, *args, on_step=task.advance)
     except ValueError as exc:  # masks that agree on nothing: NeuS's sphere is the better start
         ctx.log.warning("reconstruct: %s; starting from a sphere", exc)
         return {"start": "sphere", "hull_init": "empty"}
@@ -109,28 +135,24 @@ def start_from_masks(ctx: StageContext, field: Any, views: Any, device: Any, fee
 
 
 def run_on_generated(ctx: StageContext) -> dict[str, Any]:
-    from img2mesh.utils.selection import selected_samples
+    """The chosen sample set(s) of generate's views (enhance's, when it ran): one field, or one per set."""
+    from img2mesh.generate.sets import chosen_sets, for_each_set, set_name
 
     generated = ctx.stage_dir("generate")
-    scores = json.loads((generated / "scores.json").read_text())
     select = ctx.config.reconstruct.select
-    chosen = selected_samples(select, scores)
+    chosen = chosen_sets(select, generated)
     # The enhance stage (when on) wrote the same sample sets, enhanced, with cameras for their size.
     views = ctx.stage_dir("enhance") if ctx.config.enhance.enabled else generated
+    enhanced = views != generated
     if select != "all":
-        ctx.log.info("reconstruct: sample %d (--select %s)%s", chosen[0], select,
-                     ", enhanced views" if views != generated else "")
-        info = reconstruct(ctx, views / f"sample_{chosen[0]}", views / "cameras.json")
-        return {**info, "sample": chosen[0], "select": select, "enhanced": views != generated}
-    per_sample = {}
-    for k in chosen:
-        folder = ctx.out_dir / f"sample_{k}"
-        if ctx.resumed and (folder / "field.json").is_file():
-            ctx.log.info("reconstruct: sample %d already trained by the interrupted attempt", k)
-            continue
-        ctx.log.info("reconstruct: sample %d of %d", k + 1, len(chosen))
-        per_sample[str(k)] = reconstruct(ctx, views / f"sample_{k}", views / "cameras.json", folder)
-    return {"select": "all", "samples": chosen, "per_sample": per_sample}
+        ctx.log.info("reconstruct: sample %d (--select %s)%s", chosen[0], select, ", enhanced views" if enhanced else "")
+
+    def fit(k: int, folder: Path) -> dict[str, Any]:
+        return {**reconstruct(ctx, views / set_name(k), views / "cameras.json", folder), "sample": k}
+
+    info = for_each_set(chosen, ctx.out_dir, select == "all", fit, ctx.log,
+                        done=lambda folder: ctx.resumed and (folder / "field.json").is_file())
+    return {**info, "select": select, "samples": chosen, "enhanced": enhanced}
 
 
 def run_on_folder(ctx: StageContext) -> dict[str, Any]:
@@ -148,16 +170,28 @@ def check_views_folder(path: Path, config: "Config") -> None:
     load_views(path, config.reconstruct.image_size)
 
 
+def may_use_cuda(device: str) -> bool:
+    """Whether ``run.device`` may resolve to a GPU here (``auto`` asks torch)."""
+    if device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return device.startswith("cuda")
+
+
 def check_select(config: "Config") -> None:
     """``--select K`` beyond the sample sets ``generate`` will make is a usage error before anything runs."""
     from img2mesh.errors import UsageError
     from img2mesh.generate.config import AUTO_MAX_SETS
 
     select, count = config.reconstruct.select, config.generate.num_samples
-    if count == "auto":  # how many depends on the GPU: refuse only what auto can never make
+    if count == "auto":  # how many depends on the GPU: one on the CPU, at most AUTO_MAX_SETS on a GPU
         if isinstance(select, int) and select >= AUTO_MAX_SETS:
             raise UsageError(f"--select {select}: --num-samples auto makes at most {AUTO_MAX_SETS} sample "
                              f"sets; set --num-samples {select + 1} or more")
+        if isinstance(select, int) and select >= 1 and not may_use_cuda(config.run.device):
+            raise UsageError(f"--select {select}: on the CPU --num-samples auto makes one sample set (0); set "
+                             f"--num-samples {select + 1} or more")
         return
     if isinstance(select, int) and select >= count:
         raise UsageError(f"--select {select}: there are only {count} sample set(s) "
@@ -165,14 +199,11 @@ def check_select(config: "Config") -> None:
 
 
 _COMMON = dict(name="reconstruct", description="fit a NeuS signed-distance field to the views",
-               outputs=("**/field.safetensors", "**/field.json"),
+               outputs=("**/field.safetensors", "**/field.json", "**/cameras.json", "**/views.npz"),
                config_keys=("reconstruct", "scene", "run.seed", "segment.random_weights", "segment.seg_size",
                             "segment.matting_size"),
                models=("carvekit",),  # masks of views without alpha (the segment stage's remover)
-               # 2: dense samples inside the scene cube, hash grid over it; 3: soft masks, 1.0 x BCE;
-               # 4: official colour network widths, reflected view direction, start from the hull;
-               # 5: training after the hull start begins sharp (reconstruct.hull_variance);
-               # 6: the robust recipe's keys (hull tolerance, soft-L1, mask margin, appearance, poses)
-               version=7, config=ReconstructConfig, report=panel)
+               # bumped when results change; what each version changed: CHANGELOG.md, "Stage versions"
+               version=8, config=ReconstructConfig, report=panel)
 STAGE = Stage(reads=("generate", "enhance"), run=run_on_generated, check_config=check_select, **_COMMON)
 FOLDER_STAGE = Stage(reads=(), run=run_on_folder, check_input=check_views_folder, **_COMMON)

@@ -32,21 +32,24 @@ def save_field(field: "NeuSField", folder: Path) -> None:
                                               "backend": field.backend})
 
 
-def saved_backend(record: dict) -> str:
-    """The hash-grid backend a saved field needs ("pytorch" for MLP fields, which have none)."""
-    backend = record.get("backend", "pytorch")
-    return backend if backend in ("tinycudann", "pytorch") else "pytorch"
+def saved_backend(record: dict, backends: tuple[str, ...]) -> str:
+    """The encoding backend a saved field needs, of its kind's ``backends`` (older fields did not record
+    one: the last, the portable PyTorch one)."""
+    backend = record.get("backend", backends[-1])
+    return backend if backend in backends else backends[-1]
 
 
 def load_field(folder: Path, device: str) -> "NeuSField":
     """Rebuild the trained field the stage saved in ``folder``, with the backend it was trained with."""
     from safetensors.torch import load_file
 
+    from img2mesh.neus.kinds import field_kind
     from img2mesh.reconstruct.fields import FieldConfig, NeuSField
 
     record = json.loads((folder / "field.json").read_text())
     config = FieldConfig.from_record(record["config"])
-    backend = saved_backend(record) if config.kind == "hashgrid" else None
+    backends = field_kind(config.kind).backends
+    backend = saved_backend(record, backends) if backends else None
     try:
         field = NeuSField(config, backend=backend)
     except Exception as exc:  # tinycudann missing, or no CUDA device here
@@ -57,10 +60,3 @@ def load_field(folder: Path, device: str) -> "NeuSField":
             f"re-run reconstruct here (img2mesh doctor says which encoding this machine has)") from None
     field.load_state_dict(load_file(folder / "field.safetensors"))
     return field.to(device).eval().requires_grad_(False)
-
-
-def sample_folders(folder: Path) -> list[Path]:
-    """``folder`` itself when it holds one result, else its ``sample_K`` sub-folders (``--select all``)."""
-    if (folder / "field.json").is_file():
-        return [folder]
-    return sorted(folder.glob("sample_*/"), key=lambda p: int(p.name.split("_")[1]))

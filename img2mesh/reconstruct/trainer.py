@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from img2mesh.neus.kinds import field_kind
 from img2mesh.reconstruct.fields import NeuSField
 from img2mesh.reconstruct.poses import PoseCorrection
 from img2mesh.reconstruct.renderer import RenderSettings, render_packed, render_rays
@@ -70,7 +71,7 @@ class TrainSettings:
                    warmup_steps=min(cfg.warmup_steps, cfg.steps // 4), color_loss=cfg.color_loss,
                    mask_loss=cfg.mask_loss, mask_weight=cfg.mask_weight, mask_margin=cfg.mask_margin,
                    eikonal_weight=cfg.eikonal_weight,
-                   curvature_weight=cfg.curvature_weight if cfg.field == "hashgrid" else 0.0,
+                   curvature_weight=cfg.curvature_weight if field_kind(cfg.field).curvature else 0.0,
                    pose_refine=cfg.pose_refine, checkpoint_every=cfg.checkpoint_every, seed=seed,
                    anneal_fraction=ANNEAL_FRACTION)
 

@@ -38,8 +38,7 @@ class TexturedMesh:
     def from_glb(cls, path: Path) -> "TexturedMesh":
         """The mesh stage's ``mesh.glb`` (export frame) in the world frame, with its UVs and base colour."""
         from img2mesh.errors import StageError
-        from img2mesh.evaluation.metrics import load_mesh
-        from img2mesh.mesh.export import to_world_frame
+        from img2mesh.mesh.export import load_mesh, to_world_frame
 
         mesh = to_world_frame(load_mesh(path))
         material = getattr(mesh.visual, "material", None)

@@ -1,4 +1,4 @@
-"""HiFi-123's reference-guided state distillation (RGSD) of a texture (library code).
+"""HiFi-123's reference-guided state distillation (RGSD) of a texture: the optimisation loop.
 
 Each iteration renders the textured mesh at one camera and compares the VAE latent of the render,
 z₀(θ), which carries the gradient back to the texels, with what reference-guided sampling makes of
@@ -11,9 +11,15 @@ that render:
   to a stop step τ ~ U{0..l−1}, giving x̃_τ and the last noise ε̃_τ; then
   x_τ(θ) = √ᾱ_τ z₀(θ) + √(1−ᾱ_τ) ε̃_τ and the loss is ‖x_τ(θ) − x̃_τ‖² (= ᾱ_τ ‖z₀(θ) − x̂₀‖²).
 
-Iterations alternate: fixed, random, fixed, ... . The photo's own loss at the input camera (pixel
-MSE, ``reference_weight``) is added every iteration; without distillation it is the only term (the
-mechanics benchmark). The reference (the photo) is inverted and denoised once, before the loop.
+Iterations alternate: fixed, random, fixed, ... . The photo's own loss at the registered input camera
+(pixel MSE inside the eroded overlap of the two silhouettes, ``reference_weight``) is added every
+iteration; without distillation it is the only term (the mechanics benchmark). The reference (the
+photo) is inverted and denoised once, before the loop. The target and the loss themselves are
+HiFi-123's library code (``hifi123/distillation.py``).
+
+Renders are rasterised at ``supersample`` times the model's size and area-averaged down before the VAE
+(as threestudio does), so that a fine atlas behind a 512² render still has most of its texels read,
+and given a gradient, in every iteration.
 """
 
 from __future__ import annotations
@@ -27,18 +33,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from img2mesh.hifi123.distillation import distillation_loss, distillation_target, latent_of
 from img2mesh.refine.render import CameraRaster, render
 from img2mesh.utils.settings import fixed
 
 if TYPE_CHECKING:
-    from img2mesh.enhance.components import DepthDiffusion
-    from img2mesh.enhance.rgnv import ReferenceBranch, RGNVSettings
-    from img2mesh.enhance.runtime import Prompts
+    from img2mesh.hifi123.components import DepthDiffusion
+    from img2mesh.hifi123.rgnv import ReferenceBranch, RGNVSettings
+    from img2mesh.hifi123.runtime import Prompts
+    from img2mesh.refine.config import RefineConfig
 
 
 @dataclass(frozen=True)
 class RGSDSettings:
-    """One refinement's schedule (``refine.*``, built by the stage)."""
+    """One refinement's schedule (``refine.*``, :meth:`from_config`)."""
 
     iterations: int
     learning_rate: float
@@ -47,6 +55,11 @@ class RGSDSettings:
     checkpoint_every: int
     seed: int
     betas: tuple[float, float] = fixed((0.9, 0.99), "Adam's betas on the texels")
+
+    @classmethod
+    def from_config(cls, cfg: "RefineConfig", seed: int) -> "RGSDSettings":
+        return cls(cfg.iterations, cfg.learning_rate, cfg.reference_weight, cfg.distillation, cfg.checkpoint_every,
+                   seed)
 
 
 @dataclass
@@ -61,45 +74,42 @@ class Scene:
     photo: torch.Tensor  # (1, 3, H, W) in [0, 1] on white
     branch: Optional["ReferenceBranch"]
     prompts: Optional["Prompts"]
+    photo_region: Optional[torch.Tensor] = None  # (H, W) bool: where the photo's loss counts (None: everywhere)
+    supersample: int = 1  # the rasters are this many times the model's size; renders are averaged down
+    model_size: int = 0  # the model's image size (0: the rasters' own)
+    photo_mask: Optional[np.ndarray] = None  # (H, W) bool at the model's size: the photo's silhouette
+    photo_coverage: Optional[np.ndarray] = None  # (H, W) bool: the mesh's silhouette at the photo camera
+
+    def image(self, texture: torch.Tensor, raster: CameraRaster) -> torch.Tensor:
+        """The render at one camera at the model's size (area-averaged from the supersampled raster)."""
+        rendered = render(texture, raster)
+        return F.avg_pool2d(rendered, self.supersample) if self.supersample > 1 else rendered
+
+    def depth(self, model: "DepthDiffusion", raster: CameraRaster) -> torch.Tensor:
+        """The render's depth condition at the latent's size."""
+        from img2mesh.hifi123.distillation import depth_condition
+        from img2mesh.refine.render import inverse_depth
+
+        size = (self.model_size or raster.mask.shape[0]) // model.vae_factor
+        return depth_condition(model, *inverse_depth(raster, size))
 
 
-def latent_of(model: "DepthDiffusion", image: torch.Tensor, grad: bool) -> torch.Tensor:
-    """The scaled VAE latent of a (1, 3, H, W) image in [0, 1]."""
-    return model.encode(image * 2 - 1, grad=grad).float()
+def photo_term(rendered: torch.Tensor, photo: torch.Tensor, region: Optional[torch.Tensor]) -> torch.Tensor:
+    """Pixel MSE of a render against the photo, over ``region`` only when given (the eroded overlap of
+    the mesh's and the photo's silhouettes: a pixel the two disagree on says nothing about the texture)."""
+    if region is None:
+        return F.mse_loss(rendered, photo)
+    weight = region.to(rendered)[None, None]
+    return ((rendered - photo) ** 2 * weight).sum() / (weight.sum() * rendered.shape[1]).clamp(min=1)
 
 
-def depth_condition(model: "DepthDiffusion", raster: CameraRaster) -> torch.Tensor:
-    """The rendered depth as SD-2-depth's condition at the latent's size (the background strictly behind)."""
-    from img2mesh.enhance.components import normalise_depth
-    from img2mesh.refine.render import inverse_depth
+def photo_region(render_mask: np.ndarray, photo_mask: np.ndarray, erosion: int) -> np.ndarray:
+    """The overlap of the mesh's silhouette at the photo camera and the photo's mask, eroded by
+    ``erosion`` pixels (bool)."""
+    from scipy import ndimage
 
-    size = raster.mask.shape[0] // model.vae_factor
-    inverse, covered = inverse_depth(raster, size)
-    return normalise_depth(inverse, covered).to(model.dtype)
-
-
-def distillation_target(model: "DepthDiffusion", scene: Scene, raster: CameraRaster, latent: torch.Tensor,
-                        stop: int, settings: "RGNVSettings", split: bool = False
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """x̃_τ, ε̃_τ and ᾱ_τ for a render's (detached) latent at level ``stop``: inverted for l steps with its
-    depth, denoised with the reference injected down to ``stop`` (``split``: guidance in two calls)."""
-    from img2mesh.enhance.rgnv import denoise_novel, invert_novel
-    from img2mesh.enhance.runtime import alphas
-
-    depth = depth_condition(model, raster)
-    text, uncond = scene.prompts.text, scene.prompts.uncond
-    inverted = invert_novel(model.unet, alphas(model), latent.to(model.dtype), depth, text, settings,
-                            model.v_prediction)
-    denoised, _ = denoise_novel(model.unet, alphas(model), scene.branch, inverted, depth, text, uncond, settings,
-                                model.v_prediction, stop, split)
-    noise = denoised.noise if denoised.noise is not None else torch.zeros_like(denoised.latents)
-    return denoised.latents.float(), noise.float(), denoised.alpha.float().to(latent.device)
-
-
-def distillation_loss(z0: torch.Tensor, x_tau: torch.Tensor, noise: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """‖√ᾱ z₀(θ) + √(1−ᾱ) ε̃ − x̃_τ‖² (mean over the latent); with ᾱ = 1 (τ = 0) an L2 between latents."""
-    x_theta = alpha.sqrt() * z0 + (1 - alpha).sqrt() * noise
-    return F.mse_loss(x_theta, x_tau)
+    both = render_mask & photo_mask
+    return ndimage.binary_erosion(both, iterations=erosion) if erosion > 0 else both
 
 
 class TextureRefiner:
@@ -114,12 +124,16 @@ class TextureRefiner:
         self.iteration = 0
         self.history: list[dict[str, float]] = []
         self.split_guidance = False  # set after a CUDA out-of-memory: guidance as two UNet calls
+        self.touched = torch.zeros(values.shape[-2:], dtype=torch.bool, device=device)  # texels given a gradient
+        self.touched_per_step: list[float] = []  # the share of ``charts`` texels each step gave a gradient
+        self.charts: Optional[torch.Tensor] = None  # (T, T) bool: texels inside the charts (set by the caller)
 
     def save(self, path: Path) -> None:
         """A resume point (atomic)."""
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         torch.save({"texture": self.texture.detach().cpu(), "optimizer": self.optimizer.state_dict(),
-                    "iteration": self.iteration, "rng": self.generator.get_state(), "history": self.history}, tmp)
+                    "iteration": self.iteration, "rng": self.generator.get_state(), "history": self.history,
+                    "touched": self.touched.cpu(), "touched_per_step": self.touched_per_step}, tmp)
         os.replace(tmp, path)
 
     def load(self, path: Path) -> None:
@@ -129,6 +143,9 @@ class TextureRefiner:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["rng"])
         self.iteration, self.history = int(state["iteration"]), list(state["history"])
+        if "touched" in state:
+            self.touched = state["touched"].to(self.touched.device)
+            self.touched_per_step = list(state["touched_per_step"])
 
     def texture_uint8(self) -> np.ndarray:
         """The texture as H,W,3 uint8."""
@@ -142,29 +159,33 @@ class TextureRefiner:
         facts: dict[str, float] = {}
         loss = torch.zeros((), device=self.texture.device)
         if settings.reference_weight > 0:
-            photo_loss = F.mse_loss(render(self.texture, scene.photo_camera), scene.photo)
+            photo_loss = photo_term(scene.image(self.texture, scene.photo_camera), scene.photo, scene.photo_region)
             loss = loss + settings.reference_weight * photo_loss
             facts["photo"] = float(photo_loss.detach())
         if settings.distillation and model is not None and rgnv is not None:
             fixed_turn = self.iteration % 2 == 0 and scene.targets is not None and len(scene.fixed) > 0
             if fixed_turn:
                 index = (self.iteration // 2) % len(scene.fixed)
-                z0 = latent_of(model, render(self.texture, scene.fixed[index]), grad=True)
+                z0 = latent_of(model, scene.image(self.texture, scene.fixed[index]), grad=True)
                 term = F.mse_loss(z0, scene.targets[index:index + 1].to(z0))
                 facts.update(camera=float(index), stop=0.0)
             else:
                 pick = int(torch.randint(len(scene.pool), (1,), generator=self.generator))
                 stop = int(torch.randint(rgnv.inversion_steps, (1,), generator=self.generator))
                 raster = scene.pool[pick]
-                image = render(self.texture, raster)
-                z0 = latent_of(model, image, grad=True)
-                x_tau, noise, alpha = distillation_target(model, scene, raster, z0.detach(), stop, rgnv,
-                                                          self.split_guidance)
+                z0 = latent_of(model, scene.image(self.texture, raster), grad=True)
+                x_tau, noise, alpha = distillation_target(model, scene.branch, scene.prompts, scene.depth(model, raster),
+                                                          z0.detach(), stop, rgnv, self.split_guidance)
                 term = distillation_loss(z0, x_tau, noise, alpha)
                 facts.update(camera=float(pick), stop=float(stop))
             loss = loss + term
             facts["distillation"] = float(term.detach())
         loss.backward()
+        if self.texture.grad is not None:
+            moved = self.texture.grad[0].abs().sum(0) > 0
+            self.touched |= moved
+            if self.charts is not None:
+                self.touched_per_step.append(float((moved & self.charts).sum() / self.charts.sum().clamp(min=1)))
         self.optimizer.step()
         with torch.no_grad():
             self.texture.clamp_(0, 1)

@@ -18,11 +18,10 @@ from typing import Any, Iterable, Optional, Sequence
 from img2mesh import __version__
 from img2mesh.pipeline.contract import Stage
 from img2mesh.pipeline.manifest import now_iso
-from img2mesh.pipeline.summary import read_manifest
+from img2mesh.pipeline.summary import REPORT_NAME, read_manifest
 from img2mesh.utils.files import atomic_copy, atomic_write_text, sha256_file
 from img2mesh.utils.html import text
 
-REPORT_NAME = "report.html"
 FILES_DIR = "report_files"  # beside report.html: the viewer script and the embedded models
 VENDOR = Path(__file__).parent / "vendor"
 VIEWER_SCRIPT = "model-viewer-umd.min.js"
@@ -31,6 +30,7 @@ STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:16px 24px;color:#222}
 h1{font-size:22px;margin:8px 0}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd}
 .bad{color:#b00020;font-weight:600}.ok{color:#1b7e28;font-weight:600}.muted{color:#777}.warn{color:#8a5a00}
+.noise{background:#b00020;color:#fff;padding:10px 14px;font-size:17px;font-weight:600;border-radius:4px}
 .row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
 figure{margin:0}figcaption{font-size:13px;color:#555}
 .checker{background:repeating-conic-gradient(#ddd 0 25%,#fff 0 50%) 0 0/16px 16px}
@@ -142,8 +142,13 @@ def write_report(run_dir: Path, stages: Sequence[Stage], error: Optional[str] = 
     status = (f"<p class='bad'>failed: {text(error)}</p>" if error else
               "<p class='ok'>finished</p>" if last and records.get(last, {}).get("status") in ("done", "off") else
               "<p class='muted'>not finished yet: run the same command again to go on</p>")
+    untrained = manifest.data.get("random_weights") or []
+    banner = (f"<p class='noise' id='random-weights'>Random weights ({text(', '.join(untrained))}): untrained "
+              f"networks stood in for the models, so this mesh is noise, not a reconstruction of the photo.</p>"
+              if untrained else "")
     body = [
         f"<h1>img2mesh: {text(Path(source).name)}</h1>",
+        banner,
         status,
         f"<p class='muted'>{text(source)} · img2mesh {text(manifest.data.get('img2mesh_version') or __version__)} · "
         f"device {text(manifest.data.get('device') or '?')} · report written {text(now_iso())}</p>",

@@ -76,7 +76,9 @@ def load_image(path: Path, max_pixels: int) -> "Image.Image":
                 img = ImageOps.exif_transpose(img)
                 img = normalise_mode(img)
     except UnidentifiedImageError:
-        raise InputError(f"{path} is not an image Pillow can read") from None
+        if path.stat().st_size == 0:
+            raise InputError(f"{path} is empty (0 bytes)") from None
+        raise InputError(f"{path} is not an image (no format Pillow reads: png, jpg, webp, ...)") from None
     except Image.DecompressionBombError:
         raise InputError(f"{path} is too large to decode safely (over segment.max_pixels)") from None
     except (OSError, SyntaxError, ValueError) as exc:

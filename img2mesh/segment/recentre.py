@@ -16,6 +16,8 @@ import numpy as np
 from img2mesh.utils.images import composite_on_white
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from PIL import Image
 
 IMAGE_SIZE = 256
@@ -84,3 +86,32 @@ def recentred_at(cutout: "Image.Image", crop_size: int, size: int) -> Recentred:
     photo: what a model working at another resolution sees of the same picture (enhance, refine)."""
     scaled = crop_size if crop_size == -1 else max(1, round(crop_size * size / IMAGE_SIZE))
     return recentre(cutout, scaled, size)
+
+
+CUTOUT = "rgba.png"  # the segment stage's full-resolution cut-out
+
+
+def framed_photo(segment_dir: "Path", crop_size: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The full-resolution cut-out (``segment/rgba.png``) framed as the 256² input but at ``size``²: on
+    white (uint8) and its mask. The photo's own detail, not the 256² input upscaled (enhance, refine,
+    the texture bake)."""
+    from PIL import Image
+
+    framed = recentred_at(Image.open(segment_dir / CUTOUT), crop_size, size).rgba
+    image = (composite_on_white(framed) * 255).round().astype(np.uint8)
+    return image, np.asarray(framed)[..., 3] > 127
+
+
+def native_frame_size(segment_dir: "Path", crop_size: int, largest: int) -> int:
+    """The framed size at which the photo's object keeps its own pixels (the cut-out's object spans
+    ``crop_size`` of 256 there), at most ``largest`` and at least 256."""
+    from PIL import Image
+
+    if crop_size == -1:
+        with Image.open(segment_dir / CUTOUT) as cutout:
+            side = max(cutout.size)
+    else:
+        with Image.open(segment_dir / CUTOUT) as cutout:
+            x0, y0, x1, y1 = alpha_bbox(np.asarray(cutout.convert("RGBA"))[:, :, 3])
+        side = max(x1 - x0, y1 - y0) * IMAGE_SIZE / crop_size
+    return int(min(max(IMAGE_SIZE, round(side)), largest))

@@ -10,9 +10,9 @@ import numpy as np
 from img2mesh.errors import StageError
 from img2mesh.pipeline.contract import Stage, StageContext
 from img2mesh.segment.config import SegmentConfig
+from img2mesh.segment.panel import panel
 from img2mesh.segment.read import has_meaningful_alpha, load_image
 from img2mesh.segment.recentre import alpha_bbox, recentre
-from img2mesh.segment.report import panel
 from img2mesh.segment.weights import stage_weights
 from img2mesh.utils.files import atomic_save_image
 

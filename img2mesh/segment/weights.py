@@ -60,7 +60,7 @@ class CarvekitWeight:
             except Exception as exc:  # carvekit raises plain ConnectionError and friends
                 failure = type(exc).__name__
         raise WeightsError(
-            f"{self.description} ({self.filename}, {self.size}) is not in carvekit's cache {root} "
+            f"{self.description} ({self.filename}, {self.size}): not in carvekit's cache {root} "
             f"and could not be downloaded ({failure}); run `img2mesh weights download {self.name}` "
             f"where there is internet and copy {root} here, or pass an RGBA image or --no-segment"
         )

@@ -122,7 +122,7 @@ class HubWeight:
                     failures.append(f"{src.repo_id}: {type(exc).__name__}")
             why = "; ".join(failures)
         raise WeightsError(
-            f"{self.description} ({self.sources[0].filename.rsplit('/', 1)[-1]}, {self.size}) is not in "
+            f"{self.description} ({self.sources[0].filename.rsplit('/', 1)[-1]}, {self.size}): not in "
             f"the Hugging Face cache {hf_cache_dir()} and could not be downloaded ({why}); run "
             f"`img2mesh weights download {self.name}` where there is internet (then copy HF_HOME here), "
             f"or pass {self.path_option} PATH"
@@ -168,7 +168,7 @@ class HubRepoWeight:
             except Exception as exc:  # network, auth, a missing file
                 why = type(exc).__name__
         raise WeightsError(
-            f"{self.description} ({self.repo_id}: {', '.join(self.patterns)}; {self.size}) is not in the "
+            f"{self.description} ({self.repo_id}: {', '.join(self.patterns)}; {self.size}): not in the "
             f"Hugging Face cache {hf_cache_dir()} and could not be downloaded ({why}); run "
             f"`img2mesh weights download {self.name}` where there is internet (then copy HF_HOME here), "
             f"or {self.path_option}"

@@ -15,9 +15,9 @@ from img2mesh.errors import WeightsError
 
 TINY = ["--set", "generate.model=tiny", "--set", "generate.random_weights=true", "--set", "generate.steps=2",
         "--set", "generate.guidance=cfg", "--set", "generate.cfg_scale=1.0", "--elevation", "30", "--device", "cpu",
-        "-q", "--set", "enhance.enabled=true", "--set", "enhance.model=tiny", "--set", "enhance.random_weights=true",
+        "-q", "--set", "enhance.enabled=true", "--set", "sd2_depth.model=tiny", "--set", "sd2_depth.random_weights=true",
         "--set", "enhance.steps=4", "--set", "enhance.inversion_steps=3",
-        "--set", "enhance.start_step=1", "--set", "enhance.start_layer=1", "--preset", "smoke",
+        "--set", "enhance.start_step=1", "--set", "sd2_depth.start_layer=1", "--preset", "smoke",
         "--set", "reconstruct.steps=4", "--set", "reconstruct.rays_per_step=64", "--set", "reconstruct.init_steps=5",
         "--set", "reconstruct.image_size=0", "--set", "mesh.resolution=32", "--set", "mesh.texture=false"]
 
@@ -60,7 +60,7 @@ def test_enhanced_views_are_written_read_by_reconstruct_and_rerun_alone_when_a_k
     assert info["image_size"] == 64 and info["guidance"] == 9.0 and info["prompt"]
     assert stages["reconstruct"]["info"]["enhanced"] and stages["reconstruct"]["info"]["view_size"] == [64, 64]
     assert (out / "mesh.glb").is_file()
-    again = run(image, out, "--set", "enhance.start_layer=0")
+    again = run(image, out, "--set", "sd2_depth.start_layer=0")
     ran_again = {name for name in again if again[name]["ended"] != stages[name]["ended"]}
     assert ran_again == {"enhance", "reconstruct", "mesh"}
 
@@ -68,7 +68,7 @@ def test_enhanced_views_are_written_read_by_reconstruct_and_rerun_alone_when_a_k
 def test_the_depth_condition_puts_the_background_strictly_behind_the_object():
     import torch
 
-    from img2mesh.enhance.components import normalise_depth
+    from img2mesh.hifi123.components import normalise_depth
 
     inverse = torch.rand(2, 1, 8, 8) + 0.5
     mask = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
@@ -83,14 +83,13 @@ def test_the_depth_condition_puts_the_background_strictly_behind_the_object():
 def test_the_reference_is_the_full_resolution_photo_framed_as_the_input(tmp_path):
     """The reference at 512² comes from the cut-out at its own resolution with the 256² input's framing:
     its object spans the same fraction of the frame, with more pixels than the input upscaled."""
-    from img2mesh.enhance.runtime import reference_photo
-    from img2mesh.segment.recentre import recentre
+    from img2mesh.segment.recentre import framed_photo, recentre
 
     rgba = np.zeros((900, 700, 4), np.uint8)
     rgba[100:800, 150:550, :3] = np.random.default_rng(0).integers(0, 255, (700, 400, 3))
     rgba[100:800, 150:550, 3] = 255
     Image.fromarray(rgba).save(tmp_path / "rgba.png")
-    photo, mask = reference_photo(tmp_path, 200, 512)
+    photo, mask = framed_photo(tmp_path, 200, 512)
     small = np.asarray(recentre(Image.fromarray(rgba), 200).rgba)[..., 3] > 127
     rows, cols = np.nonzero(mask)
     small_rows, small_cols = np.nonzero(small)
@@ -132,7 +131,7 @@ def test_missing_sd2_depth_offline_names_the_repository_and_the_command(tmp_path
         weight.download()
     message = str(caught.value)
     assert "stabilityai/stable-diffusion-2-depth" in message and "img2mesh weights download sd2_depth" in message
-    assert "unet/diffusion_pytorch_model.safetensors" in message and "enhance.hub_repo" in message
+    assert "unet/diffusion_pytorch_model.safetensors" in message and "sd2_depth.hub_repo" in message
 
 
 def test_out_of_memory_halves_the_pairs_per_call_and_retries(monkeypatch, img2mesh_log):
@@ -152,7 +151,7 @@ def test_out_of_memory_halves_the_pairs_per_call_and_retries(monkeypatch, img2me
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return novel + 1, None
 
-    monkeypatch.setattr("img2mesh.enhance.rgnv.enhance_latents", flaky)
+    monkeypatch.setattr("img2mesh.hifi123.rgnv.enhance_latents", flaky)
     model = SimpleNamespace(unet=SimpleNamespace(device="cpu"), alphas_cumprod=torch.ones(10), decode=lambda z: z * 2,
                             v_prediction=False)
     ctx = SimpleNamespace(config=load_config(overrides=["enhance.batch_views=4"]), log=logging.getLogger("img2mesh"))

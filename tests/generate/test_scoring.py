@@ -104,7 +104,7 @@ def run_selection(tmp_path: Path, select, out: Path):
     from img2mesh.app import load_config
     from img2mesh.console import ConsoleReporter
     from img2mesh.enhance.stage import STAGE as ENHANCE
-    from img2mesh.mesh.stage import STAGE as MESH
+    from img2mesh.mesh.stage import FOLDER_STAGE as MESH
     from img2mesh.pipeline.contract import Stage
     from img2mesh.pipeline.runner import Runner
     from img2mesh.reconstruct.stage import STAGE as RECONSTRUCT
@@ -141,7 +141,9 @@ def test_select_auto_k_and_all_write_what_they_say(tmp_path):
         assert (out / "reconstruct" / f"sample_{k}" / "field.safetensors").is_file()
         assert trimesh.load(out / f"sample_{k}" / "mesh.glb", force="mesh").visual.kind == "texture"
     assert not (out / "mesh.glb").exists()  # no single result any more: each set has its own folder
-    assert set(stages["mesh"]["info"]["per_sample"]) == {"sample_0", "sample_1"}
+    # one shape of per-set facts for every stage (generate/sets.py)
+    assert set(stages["mesh"]["info"]["per_sample"]) == set(stages["reconstruct"]["info"]["per_sample"]) \
+        == {"sample_0", "sample_1"}
 
 
 def test_select_beyond_the_sample_count_is_refused_before_anything_is_written(tmp_path):

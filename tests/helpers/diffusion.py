@@ -8,7 +8,7 @@ ALPHAS = torch.cumprod(1 - torch.linspace(0.00085, 0.012, 1000), 0)  # SD's scal
 
 
 def tiny_depth_unet() -> torch.nn.Module:
-    from img2mesh.enhance.components import tiny_unet
+    from img2mesh.hifi123.components import tiny_unet
 
     torch.manual_seed(0)
     return tiny_unet()

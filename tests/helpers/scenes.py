@@ -108,7 +108,7 @@ def mesh_untrained_field(tmp_path: Path, overrides: list[str]) -> tuple[Path, di
     the run folder and the mesh stage's manifest facts."""
     from img2mesh.app import load_config
     from img2mesh.console import ConsoleReporter
-    from img2mesh.mesh.stage import STAGE as MESH
+    from img2mesh.mesh.stage import FOLDER_STAGE as MESH
     from img2mesh.pipeline.contract import Stage
     from img2mesh.pipeline.runner import Runner
     from img2mesh.reconstruct.storage import save_field

@@ -176,6 +176,20 @@ def test_failing_stage_keeps_previous_outputs_and_resumes(image, tmp_path, recor
     assert not (out / ".partial").exists()
 
 
+def test_a_stage_failing_before_it_wrote_anything_leaves_no_staging_folder(image, tmp_path):
+    """Generate without its weights fails before writing: nothing to resume from, so no OUT/.partial/."""
+    from img2mesh.errors import WeightsError
+    from img2mesh.pipeline.contract import Stage
+
+    def no_weights(ctx):
+        raise WeightsError("syncdreamer-pretrain.ckpt is not here")
+
+    out = tmp_path / "out"
+    result = make_runner([Stage("g", "", (), ("x",), (), run=no_weights)]).run(image, out)
+    assert not result.ok and "is not here" in result.error
+    assert not (out / ".partial").exists()
+
+
 def test_stage_that_forgets_an_output_fails(image, tmp_path, recorder):
     stage = recorder.stage("a")
     broken = type(stage)(**{**stage.__dict__, "outputs": ("out.txt", "mesh.glb")})
@@ -189,10 +203,11 @@ def test_other_input_in_same_folder_is_refused_without_force(image, tmp_path, re
     from helpers.images import write_rgba
 
     other = write_rgba(tmp_path / "dog.png", seed=3)
-    before = snapshot(out)
+    before = snapshot(out, with_log=True)
     result = make_runner(recorder.chain()).run(other, out)
     assert not result.ok and "holds the results of another input" in result.error
-    assert snapshot(out) == before
+    assert result.exit_code == 2 and result.category == "occupied"  # as the lock's refusal: nothing ran
+    assert snapshot(out, with_log=True) == before  # not even the other run's log gets a line
     assert make_runner(recorder.chain()).run(other, out, force=True).ok
 
 

@@ -4,6 +4,7 @@ without refine makes what it made before."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -11,12 +12,14 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from PIL import Image
 
-from img2mesh.enhance.components import tiny_sd2_depth
-from img2mesh.enhance.rgnv import RGNVSettings, prepare_reference
+from img2mesh.hifi123.components import tiny_sd2_depth
+from img2mesh.hifi123.distillation import distillation_loss, latent_of
+from img2mesh.hifi123.rgnv import RGNVSettings, prepare_reference
 from img2mesh.mesh.texture import sample_texture, texture_mesh
 from img2mesh.refine.render import TexturedMesh, camera_pool, rasterise, render
-from img2mesh.refine.rgsd import RGSDSettings, Scene, TextureRefiner, distillation_loss, latent_of
+from img2mesh.refine.rgsd import RGSDSettings, Scene, TextureRefiner
 from img2mesh.utils import cameras
 
 from helpers.stages import snapshot
@@ -41,7 +44,7 @@ def toy():
 
 
 def scene_for(mesh, model, targets=True, photo_texture=None):
-    from img2mesh.enhance.runtime import prompts
+    from img2mesh.hifi123.runtime import prompts
 
     K = cameras.intrinsics(SIZE)
     pool = [rasterise(mesh, k, pose, SIZE, CPU) for k, pose in camera_pool(3, SIZE, 0)]
@@ -197,7 +200,7 @@ def run_folder(tmp_path, refine_on: bool, extra=()):
               Stage("generate", "", (), ("scores.json",), (), run=generate), ENHANCE,
               Stage("reconstruct", "", (), ("field.json",), (), run=reconstruct), MESH, REFINE]
     overrides = ["mesh.resolution=40", "mesh.target_faces=1500", "mesh.texture_size=64", "mesh.preview=false",
-                 "mesh.formats=[glb, obj]", "enhance.model=tiny", "enhance.random_weights=true",
+                 "mesh.formats=[glb, obj]", "sd2_depth.model=tiny", "sd2_depth.random_weights=true",
                  f"refine.enabled={str(refine_on).lower()}", "refine.iterations=4", "refine.cameras=2",
                  "refine.steps=4", "refine.inversion_steps=2", "refine.fixed_views=[0, 8]", *extra]
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -210,7 +213,7 @@ def run_folder(tmp_path, refine_on: bool, extra=()):
 
 @pytest.fixture(scope="module")
 def refined(tmp_path_factory, toy):
-    import img2mesh.enhance.rgnv as rgnv
+    import img2mesh.hifi123.rgnv as rgnv
 
     counted = []
     original = rgnv.prepare_reference
@@ -228,7 +231,7 @@ def refined(tmp_path_factory, toy):
 
 
 def test_the_stage_refines_the_texture_keeps_the_geometry_and_publishes(refined):
-    from img2mesh.evaluation.metrics import load_mesh
+    from img2mesh.mesh.export import load_mesh
 
     out, result, counted = refined
     assert counted == [1]  # the reference is inverted and denoised once per run
@@ -241,6 +244,20 @@ def test_the_stage_refines_the_texture_keeps_the_geometry_and_publishes(refined)
     info = json.loads((out / "refine" / "refine.json").read_text())
     assert info["iterations"] == 4 and info["render_size"] == 64 and info["distillation"] is True
     assert (out / "refine" / "before_after.png").is_file()
+    # the diagnostics that need no weights to read
+    assert info["supersample"] == 1 and 0 < info["texels_with_gradient_per_step"] <= 1
+    assert info["texels_with_gradient_in_run"] >= info["texels_with_gradient_per_step"]
+    for facts in (info["before"], info["after"]):
+        assert 0 <= facts["photo_silhouette_iou"] <= 1 and len(facts["target_silhouette_iou"]) == 2
+        assert facts["latent_error_inside"] >= 0 and facts["latent_error_band"] >= 0
+    # the gutters between charts carry their chart's refined colour (re-padded), as the mesh stage leaves them
+    from img2mesh.mesh.texture import pad_charts
+    from img2mesh.refine.diagnostics import chart_texels
+    from img2mesh.refine.render import TexturedMesh
+
+    refined_mesh = TexturedMesh.from_glb(out / "refine" / "mesh.glb")
+    charts = chart_texels(refined_mesh, CPU)
+    assert np.array_equal(pad_charts(refined_mesh.texture, charts), refined_mesh.texture)
     statuses = [(o.stage, o.status) for o in result.outcomes]
     assert statuses[-2:] == [("mesh", "done"), ("refine", "done")] and ("enhance", "off") in statuses
 
@@ -268,3 +285,44 @@ def test_without_refine_the_outputs_are_what_the_mesh_stage_made(tmp_path, refin
     run_folder(tmp_path / "off", True)
     run_folder(tmp_path / "off", False)
     assert snapshot(out) == {**files, "img2mesh.json": snapshot(out)["img2mesh.json"]}
+
+
+def test_supersampling_follows_the_atlas_and_gives_more_texels_a_gradient(toy):
+    """refine.supersample auto: texture size / render size, 1 to 4; a 4x raster averaged down reads (and
+    sends a gradient to) more of a 256² atlas than the 64² render alone."""
+    from img2mesh.app import load_config
+    from img2mesh.refine.diagnostics import chart_texels
+    from img2mesh.refine.stage import supersample
+
+    config = load_config()
+    assert [supersample(config, t, 512) for t in (512, 1024, 2048, 8192)] == [1, 2, 4, 4]
+    assert supersample(load_config(overrides=["refine.supersample=2"]), 8192, 512) == 2
+    mesh, _ = toy
+    big = dataclasses.replace(mesh, texture=np.asarray(Image.fromarray(mesh.texture).resize((256, 256))))
+    charts = chart_texels(big, CPU)
+    shares = []
+    for factor in (1, 4):
+        camera = rasterise(big, cameras.intrinsics(64 * factor), cameras.target_poses()[0], 64 * factor, CPU)
+        scene = Scene([], [], None, camera, torch.full((1, 3, 64, 64), 0.5), None, None, supersample=factor,
+                      model_size=64)
+        assert scene.image(torch.rand(1, 3, 256, 256), camera).shape[-1] == 64  # averaged down to the model's size
+        refiner = TextureRefiner(big.texture, RGSDSettings(1, 0.01, 1.0, False, 100, 0), CPU)
+        refiner.charts = torch.from_numpy(charts)
+        refiner.step(None, scene, None)
+        shares.append(refiner.touched_per_step[0])
+    assert shares[1] > 2 * shares[0], shares
+
+
+def test_the_photos_loss_counts_only_inside_its_region():
+    from img2mesh.refine.rgsd import photo_region, photo_term
+
+    rendered, photo = torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)
+    photo[..., :, 4:] = 1.0  # the right half disagrees
+    region = torch.zeros(8, 8, dtype=torch.bool)
+    region[:, :4] = True
+    assert float(photo_term(rendered, photo, region)) == 0.0 and float(photo_term(rendered, photo, None)) == 0.5
+    mask = np.zeros((8, 8), bool)
+    mask[1:7, 1:7] = True
+    other = np.zeros((8, 8), bool)
+    other[1:7, 2:8] = True
+    assert photo_region(mask, other, 1).sum() == (4 * 3)  # the overlap (6x5), eroded by one pixel

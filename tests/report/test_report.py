@@ -127,7 +127,7 @@ def test_a_refused_input_leaves_the_other_inputs_report_alone(monkeypatch, recor
     before = (out / "report.html").read_bytes()
     other = write_rgba(tmp_path / "other.png", seed=5)
     refused = CliRunner().invoke(app, ["run", str(other), "-o", str(out), "--device", "cpu", "-q"])
-    assert refused.exit_code == 1 and "holds the results of another input" in refused.stderr
+    assert refused.exit_code == 2 and "holds the results of another input" in refused.stderr
     assert (out / "report.html").read_bytes() == before
 
 

@@ -1,8 +1,8 @@
-"""SD-2-depth's parts as the enhance stage uses them: loading (or tiny random stand-ins for tests),
+"""SD-2-depth's parts as HiFi-123 uses them: loading (or tiny random stand-ins for tests),
 the text embedding, the masked depth condition, and the VAE's encode/decode.
 
 ``StableDiffusionDepth2ImgPipeline`` holds the same parts but has no inversion; RGNV needs the
-parts themselves (``enhance/rgnv.py``). Everything is loaded from safetensors: nothing is unpickled.
+parts themselves (``hifi123/rgnv.py``). Everything is loaded from safetensors: nothing is unpickled.
 """
 
 from __future__ import annotations

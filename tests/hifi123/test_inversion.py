@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from img2mesh.enhance.injection import InjectionController, install
-from img2mesh.enhance.inversion import ddim_timesteps, invert, sample
+from img2mesh.hifi123.injection import InjectionController, install
+from img2mesh.hifi123.inversion import ddim_timesteps, invert, sample
 
 from helpers.diffusion import ALPHAS, tiny_depth_unet
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from img2mesh.generate.sets import SCORES_FILE, set_name
 from img2mesh.utils.html import figure, load_json, rel, section, text
 
 
@@ -13,7 +14,7 @@ def reconstructed_samples(records: Mapping[str, Any]) -> set[str]:
     """The ``sample_K`` folders the reconstruct stage used (from its manifest record)."""
     info = records.get("reconstruct", {}).get("info", {})
     chosen = info.get("samples") if info.get("select") == "all" else [info.get("sample")]
-    return {f"sample_{k}" for k in chosen or [] if k is not None}
+    return {set_name(k) for k in chosen or [] if k is not None}
 
 
 def panel(run_dir: Path, records: Mapping[str, Any]) -> str:
@@ -21,8 +22,8 @@ def panel(run_dir: Path, records: Mapping[str, Any]) -> str:
     if not folders:
         return ""
     reconstructed = reconstructed_samples(records)
-    scores = load_json(run_dir / "generate" / "scores.json") or {}
-    by_sample = {f"sample_{s.get('sample')}": s for s in scores.get("samples", []) if isinstance(s, dict)}
+    scores = load_json(run_dir / "generate" / SCORES_FILE) or {}
+    by_sample = {set_name(s.get("sample")): s for s in scores.get("samples", []) if isinstance(s, dict)}
     parts = ["<div class='row'>"]
     for folder in folders:
         image = next((folder / n for n in ("grid.png", "strip.png") if (folder / n).is_file()), None)

@@ -1,8 +1,7 @@
 """SD-2-depth for a running stage (enhance, refine): the model from the run's model cache in the run's
 precision, the reference photo as the model sees it, and the prompts' embeddings.
 
-Both stages use the model the ``enhance.model`` / ``enhance.hub_repo`` / ``enhance.random_weights``
-/ ``enhance.precision`` keys name, so a run loads it once.
+Both stages use the model the ``sd2_depth.*`` keys name, so a run loads it once.
 """
 
 from __future__ import annotations
@@ -16,8 +15,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-    from img2mesh.enhance.components import DepthDiffusion
-    from img2mesh.enhance.rgnv import ReferenceBranch, RGNVSettings
+    from img2mesh.hifi123.components import DepthDiffusion
+    from img2mesh.hifi123.rgnv import ReferenceBranch, RGNVSettings
     from img2mesh.pipeline.contract import StageContext
 
 MODEL_NAME = "sd2_depth"  # what the stages that use it name in Stage.models
@@ -27,9 +26,9 @@ def depth_model(ctx: "StageContext") -> "DepthDiffusion":
     """SD-2-depth (or the tiny random stand-in) in the run's precision, loaded once per run."""
     import torch
 
-    from img2mesh.enhance.components import load_sd2_depth, tiny_sd2_depth
+    from img2mesh.hifi123.components import load_sd2_depth, tiny_sd2_depth
 
-    cfg = ctx.config.enhance
+    cfg = ctx.config.sd2_depth
     half = ctx.device.startswith("cuda") and cfg.precision in ("auto", "fp16")
     dtype = torch.float16 if half else torch.float32
     key = (cfg.model, cfg.random_weights, cfg.hub_repo, str(dtype))
@@ -39,14 +38,14 @@ def depth_model(ctx: "StageContext") -> "DepthDiffusion":
             if cfg.model != "tiny":
                 from img2mesh.errors import UsageError
 
-                raise UsageError("enhance.random_weights needs enhance.model: tiny (the full model has no "
+                raise UsageError("sd2_depth.random_weights needs sd2_depth.model: tiny (the full model has no "
                                  "random stand-in)")
             model = tiny_sd2_depth()
             for net in (model.unet, model.vae, model.text_encoder):
                 net.to(dtype)
             model.dtype = dtype
             return model.to(ctx.device)
-        from img2mesh.enhance.weights import sd2_depth_weight
+        from img2mesh.hifi123.weights import sd2_depth_weight
 
         local = Path(cfg.hub_repo).expanduser()
         folder = local if local.is_dir() else sd2_depth_weight(cfg.hub_repo).download()
@@ -85,19 +84,6 @@ class Reference:
     depth: "torch.Tensor"  # (1, 1, h, w)
 
 
-def reference_photo(segment_dir: Path, crop_size: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The full-resolution cut-out (``segment/rgba.png``) framed as the 256² input but at ``size``²:
-    on white (uint8) and its mask. The photo's own detail, not the 256² input upscaled."""
-    from PIL import Image
-
-    from img2mesh.segment.recentre import recentred_at
-    from img2mesh.utils.images import composite_on_white
-
-    framed = recentred_at(Image.open(segment_dir / "rgba.png"), crop_size, size).rgba
-    image = (composite_on_white(framed) * 255).round().astype(np.uint8)
-    return image, np.asarray(framed)[..., 3] > 127
-
-
 def encode_reference(model: "DepthDiffusion", image: np.ndarray, mask: np.ndarray, device: str) -> Reference:
     """The reference's latent and depth condition."""
     latent = image.shape[0] // model.vae_factor
@@ -124,7 +110,7 @@ def prompts(model: "DepthDiffusion", prompt: str, guidance: float) -> Prompts:
 def reference_branch(model: "DepthDiffusion", reference: Reference, conditions: Prompts,
                      settings: "RGNVSettings") -> "ReferenceBranch":
     """The reference inverted and denoised once, its K/V recorded (``rgnv.prepare_reference``)."""
-    from img2mesh.enhance.rgnv import prepare_reference
+    from img2mesh.hifi123.rgnv import prepare_reference
 
     return prepare_reference(model.unet, alphas(model), reference.latents, reference.depth, conditions.reference,
                              settings, model.v_prediction)

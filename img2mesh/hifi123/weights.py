@@ -1,4 +1,4 @@
-"""The enhance stage's model: Stable Diffusion 2 depth, several files of one Hub repository."""
+"""HiFi-123's model: Stable Diffusion 2 depth, several files of one Hub repository (enhance, refine)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ if TYPE_CHECKING:
     from img2mesh.pipeline.config import Config
     from img2mesh.utils.weights import WeightFile
 
-SD2_DEPTH_REPO = "stabilityai/stable-diffusion-2-depth"  # the enhance stage's model (enhance.hub_repo)
-# What the enhance stage loads from it: every component as safetensors (no pickles), configs, the tokenizer.
+SD2_DEPTH_REPO = "stabilityai/stable-diffusion-2-depth"  # sd2_depth.hub_repo's default
+# What is loaded from it: every component as safetensors (no pickles), configs, the tokenizer.
 SD2_DEPTH_FILES = ("unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
                    "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json",
                    "text_encoder/model.safetensors", "tokenizer/*", "depth_estimator/config.json",
@@ -22,9 +22,10 @@ def sd2_depth_weight(repo_id: str = SD2_DEPTH_REPO) -> HubRepoWeight:
     """Stable Diffusion 2 depth (UNet, VAE, OpenCLIP text encoder, tokenizer, DPT depth, scheduler)."""
     return HubRepoWeight("sd2_depth", "Stable Diffusion 2 depth (CreativeML Open RAIL++-M)",
                          "enhance, refine (enhance.enabled, refine.enabled, the quality preset)", "about 5.5 GB", repo_id,
-                         SD2_DEPTH_FILES, "set enhance.hub_repo to a local copy of the repository")
+                         SD2_DEPTH_FILES, "set sd2_depth.hub_repo to a local copy of the repository")
 
 
 def stage_weights(config: "Config") -> Sequence["WeightFile"]:
-    """What ``weights list`` shows for the stage (the Hub repository, whatever enhance.hub_repo says)."""
+    """What ``weights list`` shows for the stages that use it (the Hub repository, whatever
+    sd2_depth.hub_repo says)."""
     return [sd2_depth_weight()]

@@ -26,9 +26,9 @@ def _rows(info: Mapping[str, Any]) -> str:
 
 def panel(run_dir: Path, records: Mapping[str, Any]) -> str:
     info = records.get("reconstruct", {}).get("info", {})
-    per_sample = info.get("per_sample")
-    if isinstance(per_sample, dict):
-        body = "".join(f"<p>sample {text(k)}</p>{_rows(v)}" for k, v in per_sample.items() if isinstance(v, dict))
+    per_set = info.get("per_sample")  # --select all: one field per sample set, keyed sample_K
+    if isinstance(per_set, dict):
+        body = "".join(f"<p>{text(k)}</p>{_rows(v)}" for k, v in per_set.items() if isinstance(v, dict))
     else:
         body = _rows(info)
     return section("Reconstruction", body)

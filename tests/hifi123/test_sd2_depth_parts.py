@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from img2mesh.enhance.components import TINY_LATENT, tiny_sd2_depth
+from img2mesh.hifi123.components import TINY_LATENT, tiny_sd2_depth
 
 
 @pytest.fixture(scope="module")

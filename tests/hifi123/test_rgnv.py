@@ -1,4 +1,4 @@
-"""HiFi-123's RGNV as library code (``enhance/rgnv.py``) on a tiny random-weight SD-2-depth-shaped UNet:
+"""HiFi-123's RGNV as library code (``hifi123/rgnv.py``) on a tiny random-weight SD-2-depth-shaped UNet:
 injection off is plain depth-conditioned inversion + sampling, a novel view equal to the reference
 is unchanged by injection, injection reads the reference at exactly the configured steps and layers,
 and the reference is inverted and denoised once, whatever number of views read it."""
@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from img2mesh.enhance.inversion import invert, sample
-from img2mesh.enhance.rgnv import RGNVSettings, depth_noise, enhance_latents, prepare_reference
+from img2mesh.hifi123.inversion import invert, sample
+from img2mesh.hifi123.rgnv import RGNVSettings, depth_noise, enhance_latents, prepare_reference
 
 from helpers.diffusion import ALPHAS, tiny_depth_unet
 

@@ -6,7 +6,7 @@ reconstructs it nearly perfectly, where plain DDIM inversion does not), then den
 self-attention K/V are recorded (:func:`prepare_reference`): once per run, whatever reads it. Each
 batch of novel views is inverted the same way with its depths and denoised for the same ``l`` steps;
 from ``start_step`` and ``start_layer`` on, its self-attention reads the recorded reference K/V
-(``enhance/injection.py``), so the reference's texture moves into the novel view while its own
+(``hifi123/injection.py``), so the reference's texture moves into the novel view while its own
 queries keep its layout. The reference branch runs unguided (conditioned on the prompt); the novel
 views are guided (classifier-free, ``guidance``) when a prompt is given, as the official code does.
 RGSD (the refine stage) stops the denoising early (``stop``) and reads the latent and noise there.
@@ -19,14 +19,14 @@ from typing import Any, Optional
 
 import torch
 
-from img2mesh.enhance.injection import Bank, InjectionController, install
-from img2mesh.enhance.inversion import denoise_to, invert
+from img2mesh.hifi123.injection import Bank, InjectionController, install
+from img2mesh.hifi123.inversion import denoise_to, invert
 from img2mesh.utils.settings import fixed
 
 
 @dataclass(frozen=True)
 class RGNVSettings:
-    """The schedule and the injection of one RGNV run (the ``enhance.*`` or ``refine.*`` keys)."""
+    """The schedule and the injection of one RGNV run (the ``enhance.*`` or ``refine.*`` keys, :meth:`from_config`)."""
 
     steps: int  # the DDIM schedule's steps (HiFi-123: 50 for RGNV, 20 for RGSD)
     inversion_steps: int  # l: steps inverted, then denoised (HiFi-123: 30 for RGNV, 12 for RGSD)
@@ -34,6 +34,24 @@ class RGNVSettings:
     start_layer: int  # first self-attention layer (forward order) that does
     guidance: float  # classifier-free guidance of the novel views (1 = none)
     inject: bool = fixed(True, "the reference's K/V injection (off only to compare with plain DDIM)")
+
+    @classmethod
+    def from_config(cls, section: Any, model: Any) -> "RGNVSettings":
+        """A stage's schedule (``enhance`` or ``refine``: steps, inversion_steps, start_step, guidance) with
+        the shared injection layer (``sd2_depth.start_layer``)."""
+        return cls(section.steps, section.inversion_steps, section.start_step, model.start_layer, section.guidance)
+
+
+def check_schedule(section: Any, prefix: str) -> None:
+    """A stage's schedule that RGNV can run: l within T, injection starting inside the l steps."""
+    from img2mesh.errors import UsageError
+
+    if section.inversion_steps > section.steps:
+        raise UsageError(f"config key {prefix}inversion_steps: {section.inversion_steps} is more than {prefix}steps "
+                         f"({section.steps})")
+    if section.start_step >= section.inversion_steps:
+        raise UsageError(f"config key {prefix}start_step: {section.start_step} leaves no step to inject at (l = "
+                         f"{prefix}inversion_steps = {section.inversion_steps})")
 
 
 @dataclass

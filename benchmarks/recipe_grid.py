@@ -1,0 +1,179 @@
+"""Reconstruction recipes over the twelve shared GSO objects, several degradation seeds, and a held-out half.
+
+``run`` reconstructs (``reconstruct`` + ``mesh`` at ``--preset``, no texture) every object under every
+condition with every recipe, one JSON per run under ``OUT/RECIPE/``, ``--jobs`` runs at a time (one torch
+thread each); a run already on disk is skipped, so an interrupted grid resumes. Conditions: ``perfect``
+(the renders with their alpha), ``clean`` (alpha dropped: masks from the white threshold, as generated
+views arrive) and ``degraded`` (``evaluation/degrade.py`` at the typical level 2, one run per ``--seeds``).
+Recipes: ``previous`` (before the robust levers), ``robust`` (the levers, always), ``adaptive`` (the levers
+scaled by the views' disagreement, ``reconstruct.adapt``, the default) and ``hull`` (the visual hull of
+the same masks). Each run also records the views' silhouette disagreement (``reconstruct/recipe.py``).
+
+``report`` prints, per half (``--tune`` objects, the rest confirm), per condition and recipe, the mean
+CD / IoU with the spread over seeds, per object, and the issue's goals checked on each half.
+
+    python benchmarks/recipe_grid.py run --out /tmp/grid --recipes previous robust hull --jobs 2
+    python benchmarks/recipe_grid.py report --out /tmp/grid --tune blocks cream leather lunch_bag oil sorter
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reconstruct_gso import GSO, degraded, reconstruct_object, without_alpha  # noqa: E402
+
+OBJECTS = ("bell", "chicken", "lion", "school_bus2", "sofa", "teapot",
+           "blocks", "cream", "leather", "lunch_bag", "oil", "sorter")
+RECIPES = {
+    "previous": ["reconstruct.adapt=false", "reconstruct.color_loss=l1", "reconstruct.mask_margin=0",
+                 "reconstruct.appearance_dim=0", "reconstruct.pose_refine=false"],
+    "robust": ["reconstruct.adapt=false"],
+    "adaptive": ["reconstruct.adapt=true"],
+    "robust_tolerant_hull": ["reconstruct.adapt=false", "reconstruct.hull_tolerance=1"],
+    "hull": [],
+}
+LEVEL = 2  # the typical degradation (docs/robustness.md)
+
+
+def runs(objects, conditions, seeds):
+    for name in objects:
+        for condition in conditions:
+            for seed in (seeds if condition == "degraded" else [0]):
+                yield name, condition, seed
+
+
+def one_run(recipe: str, name: str, condition: str, seed: int, preset: str, path: str) -> dict:
+    """Reconstruct one object under one condition with one recipe; writes and returns its record."""
+    import torch
+
+    from img2mesh.reconstruct.recipe import disagreement
+    from img2mesh.reconstruct.views import load_views
+
+    torch.set_num_threads(1)
+    alpha = condition == "perfect"
+    level = LEVEL if condition == "degraded" else (0 if condition == "clean" else None)
+    overrides = RECIPES[recipe] + ["mesh.texture=false"]
+    field = "hull" if recipe == "hull" else "mlp"
+    result = reconstruct_object(name, preset, field, "cpu", overrides, alpha, None, level, seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = GSO / name if alpha else (without_alpha(GSO / name, Path(tmp)) if level == 0
+                                           else degraded(GSO / name, level, seed, Path(tmp)))
+        result["disagreement"] = disagreement(load_views(folder, 128), 0.6)
+    result.update(recipe=recipe, condition=condition, seed=seed)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def run(args) -> None:
+    todo = []
+    for recipe in args.recipes:
+        for name, condition, seed in runs(args.objects, args.conditions, args.seeds):
+            path = args.out / recipe / f"{name}_{condition}_{seed}.json"
+            if not path.is_file():
+                todo.append((recipe, name, condition, seed, args.preset, str(path)))
+    print(f"{len(todo)} runs to do", flush=True)
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(one_run, *job): job for job in todo}
+        for future in as_completed(futures):
+            r = future.result()
+            print(f"{r['recipe']:22s} {r['object']:12s} {r['condition']:9s} {r['seed']} CD {r['chamfer']:.4f} "
+                  f"IoU {r['iou']:.3f} d {r['disagreement']:.4f} {r['seconds']:.0f} s", flush=True)
+
+
+def load(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(out.glob("*/*.json"))]
+
+
+def report(args) -> None:
+    rows = load(args.out)
+    tune = set(args.tune)
+    halves = {"tuning half": sorted(tune), "confirmation half": sorted(set(OBJECTS) - tune)}
+    for half, objects in halves.items():
+        print(f"\n## {half}: {', '.join(objects)}")
+        for condition in ("perfect", "clean", "degraded"):
+            print(f"\n{condition:9s} {'recipe':22s} {'CD mean':>8s} {'± seeds':>8s} {'IoU mean':>8s} {'± seeds':>8s} "
+                  f"{'d':>6s}  per object CD / IoU")
+            for recipe in RECIPES:
+                mine = [r for r in rows if r["recipe"] == recipe and r["condition"] == condition
+                        and r["object"] in objects]
+                if {r["object"] for r in mine} != set(objects):
+                    continue
+                cd, iou, spread_cd, spread_iou = summary(mine)
+                per_object = " ".join(f"{o}:{np.mean([r['chamfer'] for r in mine if r['object'] == o]):.4f}/"
+                                      f"{np.mean([r['iou'] for r in mine if r['object'] == o]):.3f}" for o in objects)
+                d = np.mean([r["disagreement"] for r in mine])
+                print(f"{'':9s} {recipe:22s} {cd:8.4f} {spread_cd:8.4f} {iou:8.3f} {spread_iou:8.3f} {d:6.3f}  {per_object}")
+        goals(rows, objects)
+
+
+def summary(rows: list[dict]) -> tuple[float, float, float, float]:
+    """Mean CD and IoU over objects (each object's mean over seeds), and the spread (std over seeds of the
+    per-seed means over objects)."""
+    seeds = sorted({r["seed"] for r in rows})
+    per_seed_cd = [np.mean([r["chamfer"] for r in rows if r["seed"] == s]) for s in seeds]
+    per_seed_iou = [np.mean([r["iou"] for r in rows if r["seed"] == s]) for s in seeds]
+    return float(np.mean(per_seed_cd)), float(np.mean(per_seed_iou)), float(np.std(per_seed_cd)), float(np.std(per_seed_iou))
+
+
+def per_object(rows: list[dict], recipe: str, condition: str, name: str) -> tuple[float, float]:
+    mine = [r for r in rows if r["recipe"] == recipe and r["condition"] == condition and r["object"] == name]
+    return float(np.mean([r["chamfer"] for r in mine])), float(np.mean([r["iou"] for r in mine]))
+
+
+def goals(rows: list[dict], objects: list[str], recipe: str = "adaptive") -> None:
+    """The issue's goals for ``recipe`` on these objects (typical level, smoke)."""
+    have = {(r["recipe"], r["condition"], r["object"]) for r in rows}
+    needed = [(x, c, o) for x in (recipe, "previous", "hull") for c in ("perfect", "clean", "degraded") for o in objects]
+    if not all(n in have for n in needed):
+        print(f"goals: not all runs of {recipe}, previous and hull are here yet")
+        return
+    mean = lambda x, c, k: np.mean([per_object(rows, x, c, o)[k] for o in objects])  # noqa: E731
+    cd_deg, iou_deg = mean(recipe, "degraded", 0), mean(recipe, "degraded", 1)
+    cd_clean, iou_clean = mean(recipe, "clean", 0), mean(recipe, "clean", 1)
+    beats_hull = [per_object(rows, recipe, "degraded", o)[0] < per_object(rows, "hull", "degraded", o)[0]
+                  and per_object(rows, recipe, "degraded", o)[1] > per_object(rows, "hull", "degraded", o)[1]
+                  for o in objects]
+    print(f"\ngoals for {recipe}:")
+    print(f"  degraded CD {cd_deg:.4f} = {cd_deg / cd_clean:.3f}x clean (<= 1.15); IoU {iou_deg:.3f} = "
+          f"{iou_deg / iou_clean:.3f}x clean (>= 0.9)")
+    print(f"  degraded vs hull of the same masks: CD {cd_deg:.4f} vs {mean('hull', 'degraded', 0):.4f}, IoU {iou_deg:.3f} "
+          f"vs {mean('hull', 'degraded', 1):.3f}; both better on {sum(beats_hull)} of {len(objects)} objects (>= 5)")
+    for condition in ("clean", "perfect"):
+        cd, iou = mean(recipe, condition, 0), mean(recipe, condition, 1)
+        cd0, iou0 = mean("previous", condition, 0), mean("previous", condition, 1)
+        print(f"  {condition}: CD {cd:.4f} vs previous {cd0:.4f} ({100 * (cd / cd0 - 1):+.1f} %, <= +3 %), IoU {iou:.3f} "
+              f"vs {iou0:.3f} ({iou - iou0:+.3f}, >= -0.01); hull of the exact masks {mean('hull', condition, 0):.4f} / "
+              f"{mean('hull', condition, 1):.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    go = sub.add_parser("run")
+    go.add_argument("--out", type=Path, required=True)
+    go.add_argument("--recipes", nargs="+", default=["previous", "robust", "adaptive", "hull"], choices=list(RECIPES))
+    go.add_argument("--objects", nargs="+", default=list(OBJECTS), choices=list(OBJECTS))
+    go.add_argument("--conditions", nargs="+", default=["perfect", "clean", "degraded"],
+                    choices=["perfect", "clean", "degraded"])
+    go.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    go.add_argument("--preset", default="smoke")
+    go.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2)))
+    show = sub.add_parser("report")
+    show.add_argument("--out", type=Path, required=True)
+    show.add_argument("--tune", nargs="+", default=["blocks", "cream", "leather", "lunch_bag", "oil", "sorter"])
+    args = parser.parse_args()
+    run(args) if args.command == "run" else report(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The reconstruction recipe adapted to the views (``reconstruct.adapt``): how much do they disagree?
+
+Renders of a real object agree exactly: every view's silhouette is explained by the hull of all of them.
+Generated views are each a little misplaced, and the hull of misplaced silhouettes explains less of each
+one. Before fitting, the silhouettes' agreement (``utils.hull.silhouette_agreement``, the share of each
+view's foreground whose ray meets the hull of all views, at AGREEMENT_SIZE² whatever the views' size)
+gives one number, the disagreement ``1 - mean agreement``: about 0.005 to 0.02 for exact renders and
+0.045 to 0.12 for views degraded like SyncDreamer's (docs/robustness.md, twelve objects, three seeds).
+
+The robust levers (``color_loss``, ``mask_margin``, ``appearance_dim``, ``pose_refine``,
+``hull_tolerance``) as configured are the tolerant recipe; views that agree (disagreement below
+CONSISTENT) get the accurate one instead, which exact views do not pay for: an L1 colour term, no
+silhouette margin, no appearance codes, fixed cameras, the strict hull.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from img2mesh.reconstruct.config import ReconstructConfig
+    from img2mesh.reconstruct.views import Views
+
+AGREEMENT_SIZE = 128  # silhouettes are compared at this size, so the measure does not depend on the views' size
+AGREEMENT_RAYS = 1024  # foreground pixels per view tested (seconds, not a minute, on noise views on a CPU)
+CONSISTENT = 0.03  # below this disagreement the views are treated as exact (chosen on six objects: docs/robustness.md)
+ACCURATE = {"color_loss": "l1", "mask_margin": 0, "appearance_dim": 0, "pose_refine": False, "hull_tolerance": 0}
+
+
+def disagreement(views: "Views", bound: float) -> float:
+    """1 - the mean silhouette agreement of the views (0 for exact views), measured at AGREEMENT_SIZE² with
+    one pixel of slack (a silhouette's own quantisation is not disagreement); a view whose frame cuts
+    the object carves nothing it cannot see."""
+    from PIL import Image
+
+    from img2mesh.utils.hull import silhouette_agreement
+
+    width, height = views.size
+    masks = np.stack([np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize(
+        (AGREEMENT_SIZE, AGREEMENT_SIZE), Image.BOX)) >= 0.5 for m in views.masks])
+    Ks = np.array(views.Ks, dtype=np.float64).copy()
+    Ks[:, 0] *= AGREEMENT_SIZE / width
+    Ks[:, 1] *= AGREEMENT_SIZE / height
+    agreement = silhouette_agreement(masks, Ks, views.poses, bound, slack=1, outside_carves=False,
+                                     max_rays=AGREEMENT_RAYS)
+    return float(1.0 - agreement.mean())
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The levers a fit runs with, and why."""
+
+    name: str  # "accurate", "tolerant" or "as configured"
+    disagreement: Optional[float]  # None when not measured (reconstruct.adapt off)
+    levers: dict[str, Any]
+
+    def facts(self) -> dict[str, Any]:
+        measured = None if self.disagreement is None else round(self.disagreement, 4)
+        return {"recipe": self.name, "view_disagreement": measured, **self.levers}
+
+
+def choose(cfg: "ReconstructConfig", views: "Views", bound: float) -> tuple["ReconstructConfig", Recipe]:
+    """``cfg`` with the levers the views call for (``reconstruct.adapt``), and the recipe for the manifest."""
+    levers = tuple(ACCURATE)
+    if not cfg.adapt:
+        return cfg, Recipe("as configured", None, {k: getattr(cfg, k) for k in levers})
+    value = disagreement(views, bound)
+    if value < CONSISTENT:
+        adapted = dataclasses.replace(cfg, **ACCURATE)
+        return adapted, Recipe("accurate", value, dict(ACCURATE))
+    return cfg, Recipe("tolerant", value, {k: getattr(cfg, k) for k in levers})
