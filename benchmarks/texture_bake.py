@@ -12,6 +12,7 @@ ceiling of a plain projection bake). With ``--photo``, a clean render of view 0 
 
     python benchmarks/texture_bake.py --objects chicken lion --levels 0 2
     python benchmarks/texture_bake.py --levels 0 2 --photo --json bake.json   # the docs/benchmarks.md table
+    python benchmarks/texture_bake.py --objects chicken lion --levels 2 --sizes 256 512 1024   # atlas size
 """
 
 from __future__ import annotations
@@ -175,7 +176,8 @@ def projection_ceiling(mesh, views: list[Source], index: int) -> np.ndarray:
     return image
 
 
-def run_object(name: str, level: int, seed: int, preset: str, photo: bool, keep: Path | None) -> list[dict]:
+def run_object(name: str, level: int, seed: int, preset: str, photo: bool, keep: Path | None,
+               sizes: tuple[int, ...] = ()) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -225,6 +227,17 @@ def run_object(name: str, level: int, seed: int, preset: str, photo: bool, keep:
             per_camera = [score(image, mesh_mask(mesh, cameras.intrinsics(), cameras.target_poses()[i]), *truths[i])
                           for image, i in zip(images, LEFT_OUT)]
             rows.append({"object": name, "level": level, "method": label, **mean_scores(per_camera), "seconds": 0.0})
+        for size in sizes:  # the default source at other atlas sizes, each unwrapped for its size
+            from img2mesh.mesh.unwrap import unwrap
+
+            resized = dict(mesh, unwrapped=unwrap(mesh["vertices"], mesh["faces"], size))
+            started = time.perf_counter()
+            colours = SurfaceColours(field, CPU, corrected, *args)
+            texture, _ = bake(resized["vertices"], resized["unwrapped"], size, colours, CPU)
+            seconds = time.perf_counter() - started
+            per_camera = [score(*render_textured(resized, texture, i), *truths[i]) for i in LEFT_OUT]
+            rows.append({"object": name, "level": level, "method": f"views robust, {size}² atlas",
+                         **mean_scores(per_camera), "seconds": seconds})
         if photo:
             rows += photo_rows(name, level, mesh, field, corrected, texture_size, truths[0])
         for row in rows:
@@ -271,13 +284,15 @@ def main() -> None:
     parser.add_argument("--photo", action="store_true", help="also score the photo at the input camera")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep", type=Path, help="keep each run folder as KEEP/NAME_L<level>")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[], help="also bake the default source into atlases "
+                                                                         "of these sizes (unwrapped for each)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("IMG2MESH_THREADS", torch.get_num_threads())))
     results: list[dict] = []
     print(f"{'object':12s} {'L':>1s} {'method':42s} {'PSNR in':>8s} {'SSIM in':>8s} {'PSNR full':>9s} {'s':>6s}")
     for level in args.levels:
         for name in args.objects:
-            for row in run_object(name, level, args.seed, args.preset, args.photo, args.keep):
+            for row in run_object(name, level, args.seed, args.preset, args.photo, args.keep, tuple(args.sizes)):
                 results.append(row)
                 print(f"{name:12s} {level:1d} {row['method']:42s} {row['psnr_in']:8.2f} {row['ssim_in']:8.3f} "
                       f"{row['psnr_full']:9.2f} {row['seconds']:6.1f}", flush=True)

@@ -181,6 +181,11 @@ def test_real_pipeline_runs_end_to_end_with_tiny_models(image, tmp_path):
     report = (out / "report.html").read_text()  # the page an artist opens, written after the run
     for link in ("mesh/mesh.glb", "segment/rgba.png", "generate/sample_0/grid.png", "report_files/models.js"):
         assert f"'{link}'" in report and (out / link).is_file(), link
+    # the photo was registered to the mesh, and projected only if the two silhouettes agree
+    mesh_info = manifest["stages"]["mesh"]["info"]
+    assert mesh_info["photo_iou_after"] >= mesh_info["photo_iou_before"]
+    assert mesh_info["photo_projected"] == (mesh_info["photo_iou_after"] >= 0.7)
+    assert (out / "mesh" / "photo_camera.json").is_file() and (out / "mesh" / "photo_compare.png").is_file()
     # random weights are flagged wherever a result is read: manifest, report, log (and --json, below)
     assert manifest["random_weights"] == ["generate"]
     assert "id='random-weights'" in report and "this mesh is noise" in report
@@ -259,6 +264,8 @@ def test_what_is_knowable_before_the_first_stage_is_checked_there(tmp_path, imag
         assert_one_line_error(result, 2, text)
         assert "trust" not in result.stderr
         assert snapshot(occupied, with_log=True) == before, args
+        document = json.loads(invoke("run", image, "-o", occupied, "--json", *args).stdout)  # valid --json too
+        assert document["exit_code"] == 2 and document["inputs"] == [] and text in document["error"]
 
 
 def test_bad_inputs_get_one_line_and_leave_out_intact(fake_stages, tmp_path, image, occupied):

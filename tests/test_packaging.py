@@ -49,6 +49,6 @@ def test_every_imported_library_is_a_declared_dependency():
 def test_presets_are_real_files_in_the_package():
     folder = ROOT / "img2mesh" / "configs"
     assert not folder.is_symlink() and {p.name for p in folder.glob("*.yaml")} == {"smoke.yaml", "fast.yaml",
-                                                                                 "quality.yaml"}
+                                                                                 "quality.yaml", "demo.yaml"}
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "configs/*.yaml" in project["img2mesh"]

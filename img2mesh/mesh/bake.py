@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from img2mesh.reconstruct.fields import NeuSField
 
 Blend = Literal["robust", "median", "mean"]
-COS_POWER = 2.0  # head-on weighting (measured: docs/benchmarks.md, texture bake)
+COS_POWER = 2.0  # head-on weighting: cos² (not tuned; the ceiling row of the texture benchmark uses cos⁴)
 MIN_COS = 0.05  # a surface seen at more than ~87° from its normal is not seen
 EDGE_PX = 3.0  # the reliability ramp along silhouettes and depth steps, in pixels of a 256² view
 DEPTH_TOLERANCE = 0.02  # world units: a point this far behind the mesh's depth at its pixel is occluded

@@ -79,7 +79,7 @@ def make_mesh(ctx: StageContext, field_dir: Path, out_dir: Path, photo: Optional
     info.update(quad_info)
     written = export_mesh(mesh, out_dir, cfg.formats, textured) + quad_written
     if textured is not None:
-        written += write_texture_views(textured, out_dir, colours, written)
+        written += write_texture_views(textured, out_dir, written, photo)
     if cfg.preview:
         with ctx.progress("previews", total=1) as task:
             written += write_previews(textured if textured is not None else mesh, out_dir)
@@ -117,12 +117,20 @@ def surface_colours(ctx: StageContext, field: Any, field_dir: Path, mesh: Any, p
     if photo is not None and cfg.photo and cfg.bake == "views":
         photo_source, registration = photo_view(ctx, photo, vertices, faces, out_dir)
         facts.update(registration)
+        if registration["photo_iou_after"] < PHOTO_MIN_IOU:  # its colours would land on the wrong surface
+            ctx.log.warning("mesh: the mesh's silhouette matches the photo's only at IoU %.2f after registration "
+                            "(below %.2f): the photo is not projected onto it", registration["photo_iou_after"],
+                            PHOTO_MIN_IOU)
+            photo_source = None
+        facts["photo_projected"] = photo_source is not None
     facts["bake_blend"] = cfg.blend
     return SurfaceColours(field, device, sources, vertices, faces, mode=cfg.bake, how=cfg.blend,
                           photo=photo_source), facts
 
 
 PHOTO_LARGEST = 2048  # the photo is projected at its own resolution up to this framed size
+PHOTO_MIN_IOU = 0.7  # below this silhouette IoU the mesh is not the photo's object: the photo is not projected
+# (registered reconstructions score 0.94-0.99 on the texture benchmark; the demo's noise mesh 0.38)
 
 
 def photo_view(ctx: StageContext, photo: PhotoInput, vertices: Any, faces: Any, out_dir: Path) -> tuple[Any, dict]:
@@ -166,14 +174,15 @@ def texture_size(cfg: Any, mesh: Any, colours: Any) -> int:
     return int(min(max(size, 512), cfg.texture_max))
 
 
-def write_texture_views(textured: Any, out_dir: Path, colours: Any, written: list[Path]) -> list[Path]:
-    """``mesh_albedo.png`` (the atlas, when no OBJ wrote it) and, with a photo, ``photo_compare.png``: the
-    photo beside the textured mesh rendered at the registered photo camera."""
+def write_texture_views(textured: Any, out_dir: Path, written: list[Path], photo: Optional[PhotoInput]) -> list[Path]:
+    """``mesh_albedo.png`` (the atlas, when no OBJ wrote it) and, after a photo registration,
+    ``photo_compare.png``: the photo beside the textured mesh rendered at the registered photo camera."""
     import numpy as np
 
     from img2mesh.mesh.photo import PhotoCamera
     from img2mesh.mesh.preview import render
     from img2mesh.mesh.texture import MATERIAL
+    from img2mesh.segment.recentre import framed_photo
     from img2mesh.utils.files import atomic_save_image
 
     extra = []
@@ -182,17 +191,12 @@ def write_texture_views(textured: Any, out_dir: Path, colours: Any, written: lis
         atomic_save_image(atlas, np.asarray(textured.visual.material.baseColorTexture.convert("RGB")))
         extra.append(atlas)
     camera = PhotoCamera.load(out_dir)
-    if camera is not None and colours.photo is not None:
+    if camera is not None and photo is not None:
         size = 384
         K, pose = camera.at_size(size)
-        photo = colours.photo.source
-        from PIL import Image
-
-        shown = np.asarray(Image.fromarray((photo.image * 255).round().astype(np.uint8)).resize((size, size),
-                                                                                               Image.LANCZOS))
-        compare = np.concatenate([shown, render(textured, K, pose, size, shading=False)], 1)
+        shown, _ = framed_photo(photo.segment_dir, photo.crop_size, size)
         path = out_dir / "photo_compare.png"
-        atomic_save_image(path, compare)
+        atomic_save_image(path, np.concatenate([shown, render(textured, K, pose, size, shading=False)], 1))
         extra.append(path)
     return extra
 

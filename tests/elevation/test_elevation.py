@@ -93,10 +93,10 @@ def test_given_elevation_is_written_and_recorded(recorder, image, tmp_path):
     assert json.loads((out / "img2mesh.json").read_text())["stages"]["elevation"]["info"]["elevation_deg"] == 20.0
 
 
-def test_elevation_outside_trained_range_warns(recorder, image, tmp_path):
+def test_elevation_outside_the_clamp_range_warns(recorder, image, tmp_path):
     out = tmp_path / "out"
     assert run(recorder, image, out, "elevation.value=70").ok
-    assert "outside SyncDreamer's trained range" in (out / "img2mesh.log").read_text()
+    assert "outside the range estimates are clamped to [-10, 40]" in (out / "img2mesh.log").read_text()
 
 
 def test_estimate_in_the_pipeline_with_the_tiny_model(tmp_path):

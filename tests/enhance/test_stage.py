@@ -162,3 +162,21 @@ def test_out_of_memory_halves_the_pairs_per_call_and_retries(monkeypatch, img2me
     assert calls == [4, 2, 1, 1, 1, 1, 1] and sum(advanced) == 5  # 4 -> 2 -> 1, then one at a time
     assert torch.equal(out.flatten(), (torch.arange(5.0) + 1) * 2)  # every view once, in order
     assert "retrying with enhance.batch_views = 1" in img2mesh_log.text
+
+
+def test_the_views_are_masked_as_reconstruct_masks_them():
+    """enhance takes the mask maker reconstruct uses (the remover when its weights are here): a near-white
+    part at the silhouette that the white threshold erases stays when the remover keeps it."""
+    from img2mesh.enhance.stage import views_masks
+
+    view = np.full((32, 32, 3), 255, np.uint8)
+    view[8:24, 8:24] = (120, 60, 40)
+    view[8:24, 20:24] = (250, 248, 245)  # a near-white band at the object's edge
+    remover = lambda images: (np.stack([np.pad(np.ones((16, 16)), 8) for _ in images]), "remover")  # noqa: E731
+    masks, source = views_masks(remover, [view], 64)
+    assert source == "remover" and masks.shape == (1, 64, 64)
+    assert masks[0, 16:48, 40:48].all()  # the band, at the enhanced size, is kept
+    from img2mesh.reconstruct.views import threshold_masks
+
+    thresholded, _ = views_masks(threshold_masks, [view], 64)
+    assert not thresholded[0, 16:48, 42:46].any()  # what the threshold alone would have done

@@ -48,7 +48,7 @@ def test_threshold_masks_keep_a_through_hole_open(tmp_path):
 def fake_context(masks: str, random_weights: bool) -> SimpleNamespace:
     config = load_config(overrides=[f"reconstruct.masks={masks}", f"segment.random_weights={str(random_weights).lower()}",
                                     "segment.seg_size=64", "segment.matting_size=64"])
-    return SimpleNamespace(config=config, device="cpu", models=ModelCache())
+    return SimpleNamespace(stage="reconstruct", config=config, device="cpu", models=ModelCache())
 
 
 def test_views_without_alpha_get_the_background_removers_soft_masks(tmp_path):
