@@ -198,7 +198,8 @@ def case_undersampled(args) -> list:
     blur = blurred(fitted, args.blur * 4)
     charts = chart_texels(mesh, device)
     photo = clean_views(args.object, 512)[:1]
-    rows = []
+    rows = [(f"2048² atlas, blurred (sigma {args.blur * 4:g} texels): the start, HF noise {high_frequency(blur, charts):.2f}",
+             psnr_at_cameras(blur, rasters, views), float("nan"))]
     for factor in (1, 4):
         camera = rasterise(mesh, cameras.intrinsics(512 * factor), cameras.target_poses()[0], 512 * factor, device)
         scene = Scene([], [], None, camera, photo, None, None, supersample=factor, model_size=512)
