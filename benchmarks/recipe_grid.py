@@ -55,19 +55,13 @@ def one_run(recipe: str, name: str, condition: str, seed: int, preset: str, path
     """Reconstruct one object under one condition with one recipe; writes and returns its record."""
     import torch
 
-    from img2mesh.reconstruct.recipe import disagreement
-    from img2mesh.reconstruct.views import load_views
-
     torch.set_num_threads(1)
     alpha = condition == "perfect"
     level = LEVEL if condition == "degraded" else (0 if condition == "clean" else None)
     overrides = RECIPES[recipe] + ["mesh.texture=false"]
     field = "hull" if recipe == "hull" else "mlp"
     result = reconstruct_object(name, preset, field, "cpu", overrides, alpha, None, level, seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = GSO / name if alpha else (without_alpha(GSO / name, Path(tmp)) if level == 0
-                                           else degraded(GSO / name, level, seed, Path(tmp)))
-        result["disagreement"] = disagreement(load_views(folder, 128), 0.6)
+    result["disagreement"] = views_disagreement(name, condition, seed)
     result.update(recipe=recipe, condition=condition, seed=seed)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(result, indent=1))
@@ -131,7 +125,7 @@ def with_adaptive(rows: list[dict], out: Path) -> list[dict]:
 
 
 def report(args) -> None:
-    rows = with_adaptive([r for r in load(args.out)], args.out)
+    rows = with_adaptive(load(args.out), args.out)
     tune = set(args.tune)
     halves = {"tuning half": sorted(tune), "confirmation half": sorted(set(OBJECTS) - tune)}
     for half, objects in halves.items():
@@ -185,13 +179,14 @@ def goals(rows: list[dict], objects: list[str], recipe: str = "adaptive") -> Non
           f"{iou_deg / iou_clean:.3f}x clean (>= 0.9)")
     print(f"  degraded vs hull of the same masks: CD {cd_deg:.4f} vs {mean('hull', 'degraded', 0):.4f}, IoU {iou_deg:.3f} "
           f"vs {mean('hull', 'degraded', 1):.3f}; both better on {sum(beats_hull)} of {len(objects)} objects (>= 5)")
+    cd_hull, iou_hull = mean("hull", "perfect", 0), mean("hull", "perfect", 1)  # the hull of the exact masks
     for condition in ("clean", "perfect"):
         cd, iou = mean(recipe, condition, 0), mean(recipe, condition, 1)
         cd0, iou0 = mean("previous", condition, 0), mean("previous", condition, 1)
+        ahead = "ahead" if cd < cd_hull and iou > iou_hull else "NOT ahead"
         print(f"  {condition}: CD {cd:.4f} vs previous {cd0:.4f} ({100 * (cd / cd0 - 1):+.1f} %, <= +3 %), IoU {iou:.3f} "
-              f"vs {iou0:.3f} ({iou - iou0:+.3f}, >= -0.01); hull of the exact masks {mean('hull', 'perfect', 0):.5f} / "
-              f"{mean('hull', 'perfect', 1):.4f} against {cd:.5f} / {iou:.4f} "
-              f"({'ahead' if cd < mean('hull', 'perfect', 0) and iou > mean('hull', 'perfect', 1) else 'NOT ahead'} on the mean)")
+              f"vs {iou0:.3f} ({iou - iou0:+.3f}, >= -0.01); hull of the exact masks {cd_hull:.5f} / {iou_hull:.4f} "
+              f"against {cd:.5f} / {iou:.4f} ({ahead} on the mean)")
 
 
 def main() -> None:

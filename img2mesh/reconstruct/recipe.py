@@ -3,10 +3,10 @@
 Renders of a real object agree exactly: every view's silhouette is explained by the hull of all of them.
 Generated views are each a little misplaced, and the hull of misplaced silhouettes explains less of each
 one. Before fitting, the silhouettes' agreement (``utils.hull.silhouette_agreement``, the share of each
-view's foreground whose ray meets the hull of all views, at AGREEMENT_SIZE² whatever the views' size)
-gives one number, the disagreement ``1 - mean agreement``: at most 0.0016 for exact renders of the
-twelve shared GSO objects, 0.0055 to 0.078 for views degraded like SyncDreamer's (docs/robustness.md;
-three seeds). A thick object that fills most of the frame hides a few pixels of misplacement from it
+view's foreground whose ray meets the hull of all views, at AGREEMENT_SIZE² or the views' own size
+when smaller) gives one number, the disagreement ``1 - mean agreement``: at most 0.0018 for exact
+renders of the twelve shared GSO objects, 0.0055 to 0.078 for views degraded like SyncDreamer's
+(docs/robustness.md; three seeds). A thick object that fills most of the frame hides a few pixels of misplacement from it
 (cream: 0.0002), and such views get the accurate recipe.
 
 The robust levers (``color_loss``, ``mask_margin``, ``appearance_dim``, ``pose_refine``,
@@ -35,9 +35,8 @@ ACCURATE = {"color_loss": "l1", "mask_margin": 0, "appearance_dim": 0, "pose_ref
 
 def disagreement(views: "Views", bound: float) -> float:
     """1 - the mean silhouette agreement of the views (0 for exact views), measured at AGREEMENT_SIZE² (or
-    the views' own size when smaller) with
-    one pixel of slack (a silhouette's own quantisation is not disagreement); a view whose frame cuts
-    the object carves nothing it cannot see."""
+    the views' own size when smaller) with one pixel of slack (a silhouette's own quantisation is not
+    disagreement); a view whose frame cuts the object carves nothing it cannot see."""
     from PIL import Image
 
     from img2mesh.utils.hull import silhouette_agreement
