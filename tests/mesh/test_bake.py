@@ -161,10 +161,12 @@ def test_registration_corrects_the_elevation():
     assert camera.iou_after > 0.97 and 2.0 <= camera.elevation_correction_deg <= 8.0
 
 
-def test_the_mesh_stage_bakes_from_the_fitted_views_and_the_registered_photo(tmp_path):
+@pytest.mark.parametrize("photo_of", ["the mesh", "another object"])
+def test_the_mesh_stage_bakes_from_the_fitted_views_and_the_registered_photo(tmp_path, photo_of):
     """A run's mesh stage on an untrained field (a rough sphere) whose fitted views show blue and whose
     photo shows green: the texture is blue where only views see it, green where the photo sees it
-    head-on; the registration, the photo-beside-render image and the atlas are written."""
+    head-on; the registration, the photo-beside-render image and the atlas are written. A photo whose
+    silhouette no registration matches (a thin bar) is another object's: it is not projected."""
     import json
 
     from PIL import Image
@@ -190,6 +192,10 @@ def test_the_mesh_stage_bakes_from_the_fitted_views_and_the_registered_photo(tmp
     def segment(ctx):
         pose = cameras.look_at_pose(0.0, math.radians(30.0))
         photo = render_source(surface, cameras.intrinsics(256), pose, 256, colour=green)
+        if photo_of == "another object":  # a thin green bar across the frame
+            photo.mask[:] = 0
+            photo.mask[120:136, 16:240] = 1
+            photo.image[:] = [0.1, 0.8, 0.1]
         rgba = np.dstack([photo.image, photo.mask]) * 255
         Image.fromarray(rgba.round().astype(np.uint8)).save(ctx.out_dir / "rgba.png")
 
@@ -215,12 +221,18 @@ def test_the_mesh_stage_bakes_from_the_fitted_views_and_the_registered_photo(tmp
     assert result.ok, result.error
     out = tmp_path / "out"
     info = json.loads((out / "img2mesh.json").read_text())["stages"]["mesh"]["info"]
-    assert info["bake"] == "views" and info["photo_iou_after"] >= info["photo_iou_before"] > 0.8
-    assert info["bake_photo"] > 0.05 and info["bake_seen_by_views"] > 0.5
     assert {"photo_camera.json", "photo_compare.png", "mesh_albedo.png"} <= {p.name for p in (out / "mesh").iterdir()}
     texture = np.asarray(Image.open(out / "mesh" / "mesh_albedo.png").convert("RGB")) / 255.0
     greenish = (texture[..., 1] > 0.6) & (texture[..., 2] < 0.3)
     blueish = (texture[..., 2] > 0.7) & (texture[..., 1] < 0.35)
+    if photo_of == "another object":
+        assert info["photo_iou_after"] < 0.7 and info["photo_projected"] is False
+        assert greenish.mean() == 0 and blueish.mean() > 0.2, (greenish.mean(), blueish.mean())
+        assert "the photo is not projected onto it" in (out / "img2mesh.log").read_text()
+        return
+    assert info["bake"] == "views" and info["photo_iou_after"] >= info["photo_iou_before"] > 0.8
+    assert info["photo_projected"] is True
+    assert info["bake_photo"] > 0.05 and info["bake_seen_by_views"] > 0.5
     assert greenish.mean() > 0.04 and blueish.mean() > 0.2, (greenish.mean(), blueish.mean())
     from img2mesh.mesh.panel import panel  # the report shows the photo beside the mesh, and the atlas
 
