@@ -9,11 +9,15 @@ Recipes: ``previous`` (before the robust levers), ``robust`` (the levers, always
 scaled by the views' disagreement, ``reconstruct.adapt``, the default) and ``hull`` (the visual hull of
 the same masks). Each run also records the views' silhouette disagreement (``reconstruct/recipe.py``).
 
+``cost`` times the previous and the robust recipe side by side: the same degraded views, one run at a
+time, the two recipes alternating which goes first (a ratio on one machine, not a timed test).
+
 ``report`` prints, per half (``--tune`` objects, the rest confirm), per condition and recipe, the mean
 CD / IoU with the spread over seeds, per object, and the issue's goals checked on each half.
 
     python benchmarks/recipe_grid.py run --out /tmp/grid --recipes previous robust hull --jobs 2
     python benchmarks/recipe_grid.py report --out /tmp/grid --tune blocks cream leather lunch_bag oil sorter
+    python benchmarks/recipe_grid.py cost --out /tmp/grid-cost --objects chicken lion --seeds 0
 """
 
 from __future__ import annotations
@@ -189,6 +193,20 @@ def goals(rows: list[dict], objects: list[str], recipe: str = "adaptive") -> Non
               f"against {cd:.5f} / {iou:.4f} ({ahead} on the mean)")
 
 
+def cost(args) -> None:
+    """Seconds of the previous and the robust recipe on the same degraded views, alternating, one at a time."""
+    ratios = []
+    for index, (name, _, seed) in enumerate(runs(args.objects, ["degraded"], args.seeds)):
+        order = ("previous", "robust") if index % 2 == 0 else ("robust", "previous")
+        seconds = {recipe: one_run(recipe, name, "degraded", seed, args.preset,
+                                   str(args.out / recipe / f"{name}_degraded_{seed}.json"))["seconds"]
+                   for recipe in order}
+        ratios.append(seconds["robust"] / seconds["previous"])
+        print(f"{name:12s} seed {seed}: previous {seconds['previous']:.1f} s, robust {seconds['robust']:.1f} s, "
+              f"{ratios[-1]:.3f}x", flush=True)
+    print(f"robust / previous: mean {np.mean(ratios):.3f}x, median {np.median(ratios):.3f}x over {len(ratios)} pairs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -201,11 +219,16 @@ def main() -> None:
     go.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     go.add_argument("--preset", default="smoke")
     go.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2)))
+    timed = sub.add_parser("cost")
+    timed.add_argument("--out", type=Path, required=True)
+    timed.add_argument("--objects", nargs="+", default=["chicken", "lion"], choices=list(OBJECTS))
+    timed.add_argument("--seeds", type=int, nargs="+", default=[0])
+    timed.add_argument("--preset", default="smoke")
     show = sub.add_parser("report")
     show.add_argument("--out", type=Path, required=True)
     show.add_argument("--tune", nargs="+", default=["blocks", "cream", "leather", "lunch_bag", "oil", "sorter"])
     args = parser.parse_args()
-    run(args) if args.command == "run" else report(args)
+    {"run": run, "cost": cost, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":

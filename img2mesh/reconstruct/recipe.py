@@ -5,9 +5,9 @@ Generated views are each a little misplaced, and the hull of misplaced silhouett
 one. Before fitting, the silhouettes' agreement (``utils.hull.silhouette_agreement``, the share of each
 view's foreground whose ray meets the hull of all views, at AGREEMENT_SIZE² or the views' own size
 when smaller) gives one number, the disagreement ``1 - mean agreement``: at most 0.0018 for exact
-renders of the twelve shared GSO objects, 0.0055 to 0.078 for views degraded like SyncDreamer's
-(docs/robustness.md; three seeds). A thick object that fills most of the frame hides a few pixels of misplacement from it
-(cream: 0.0002), and such views get the accurate recipe.
+renders of the twelve shared GSO objects (0.0007 with alpha dropped), 0.0058 to 0.089 for views degraded
+like SyncDreamer's (docs/robustness.md; three seeds). A thick object that fills most of the frame hides
+a few pixels of misplacement from it (cream: 0.0001 to 0.0004), and such views get the accurate recipe.
 
 The robust levers (``color_loss``, ``mask_margin``, ``appearance_dim``, ``pose_refine``,
 ``hull_tolerance``) as configured are the tolerant recipe; views that agree (disagreement below

@@ -204,6 +204,6 @@ _COMMON = dict(name="reconstruct", description="fit a NeuS signed-distance field
                             "segment.matting_size"),
                models=("carvekit",),  # masks of views without alpha (the segment stage's remover)
                # bumped when results change; what each version changed: CHANGELOG.md, "Stage versions"
-               version=8, config=ReconstructConfig, report=panel)
+               version=9, config=ReconstructConfig, report=panel)
 STAGE = Stage(reads=("generate", "enhance"), run=run_on_generated, check_config=check_select, **_COMMON)
 FOLDER_STAGE = Stage(reads=(), run=run_on_folder, check_input=check_views_folder, **_COMMON)

@@ -5,7 +5,7 @@ A folder holds N RGB(A) images named by index in any zero padding (``0.png``, ``
 generate stage writes). Without ``cameras.json`` the views are SyncDreamer's 16 standard cameras.
 Masks are soft (alpha in [0, 1]): from the alpha channel when there is one; otherwise from a
 background remover when the caller passes one (the segment stage's carvekit, as the official code
-does), else from the white-background threshold (binary, speckle removed, holes kept open). The log
+does), else from the white-background threshold (speckle removed, holes kept open, edges unmixed against white). The log
 and ``Views.mask_source`` say which.
 """
 
@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from img2mesh.errors import InputError
-from img2mesh.utils.images import white_background_mask
+from img2mesh.utils.images import white_background_matte
 
 log = logging.getLogger("img2mesh")
 # Masks of views without alpha: N,H,W,3 images on white -> N,H,W masks in [0, 1] and where they came from.
@@ -150,8 +150,9 @@ def load_views(folder: Path, image_size: int = 0, cameras_file: Optional[Path] =
 
 
 def threshold_masks(images: np.ndarray) -> tuple[np.ndarray, str]:
-    """Binary masks of views on white: the fallback when no background remover is at hand."""
-    return np.stack([white_background_mask(im) for im in images]), "white-background threshold"
+    """Soft masks of views on white (the threshold's silhouette, its edges unmixed against white:
+    ``utils.images.white_background_matte``): the fallback when no background remover is at hand."""
+    return np.stack([white_background_matte(im) for im in images]), "white-background threshold"
 
 
 def pixel_rays(K: np.ndarray, pose: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
