@@ -5,8 +5,8 @@ A folder holds N RGB(A) images named by index in any zero padding (``0.png``, ``
 generate stage writes). Without ``cameras.json`` the views are SyncDreamer's 16 standard cameras.
 Masks are soft (alpha in [0, 1]): from the alpha channel when there is one; otherwise from a
 background remover when the caller passes one (the segment stage's carvekit, as the official code
-does), else from the white-background threshold (speckle removed, holes kept open, edges unmixed against white). The log
-and ``Views.mask_source`` say which.
+does), else from the white-background threshold (speckle removed, holes kept open, edges unmixed
+against white). The log and ``Views.mask_source`` say which.
 """
 
 from __future__ import annotations

@@ -52,7 +52,8 @@ def white_background_matte(rgb: np.ndarray) -> np.ndarray:
     foreground as soon as ``alpha * (1 - colour)`` passes 0.07, so on a blurred view (a decoded one) a dark
     object's silhouette grows by about 1.5 blur sigmas. Unmixing each edge pixel against the colour of the
     nearest pixel MATTE_CORE_PX inside the silhouette gives back its alpha (the exact alpha where the colour
-    is flat; near-white colours keep the threshold's answer).
+    is flat). Near-white colours, and parts too thin to have an inside of their own (wires, limbs a few
+    pixels wide, whose nearest inside is another part's), keep the threshold's answer.
     """
     from scipy import ndimage
 
