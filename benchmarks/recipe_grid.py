@@ -5,12 +5,15 @@ condition with every recipe, one JSON per run under ``OUT/RECIPE/``, ``--jobs`` 
 thread each); a run already on disk is skipped, so an interrupted grid resumes. Conditions: ``perfect``
 (the renders with their alpha), ``clean`` (alpha dropped: masks from the white threshold, as generated
 views arrive) and ``degraded`` (``evaluation/degrade.py`` at the typical level 2, one run per ``--seeds``).
-Recipes: ``previous`` (before the robust levers), ``robust`` (the levers, always), ``adaptive`` (the levers
-scaled by the views' disagreement, ``reconstruct.adapt``, the default) and ``hull`` (the visual hull of
-the same masks). Each run also records the views' silhouette disagreement (``reconstruct/recipe.py``).
+Recipes: ``previous`` (before the robust levers), ``robust`` (the levers, always, no registration),
+``adaptive`` (the default: the accurate recipe for views that agree, the levers for views that disagree,
+``reconstruct.adapt``), ``registered`` (the same, with the cameras of views that disagree registered
+first, ``reconstruct.register``) and ``hull`` (the visual hull of the same masks). Each run also records
+the views' silhouette disagreement (``reconstruct/recipe.py``) and what its manifest says of the recipe.
 
-``cost`` times the previous and the robust recipe side by side: the same degraded views, one run at a
-time, the two recipes alternating which goes first (a ratio on one machine, not a timed test).
+``cost`` times the previous recipe and ``--recipe`` (default: ``adaptive``) side by side: the
+same degraded views, one run at a time, the two alternating which goes first (a ratio on one machine,
+not a timed test).
 
 ``report`` prints, per half (``--tune`` objects, the rest confirm), per condition and recipe, the mean
 CD / IoU with the spread over seeds, per object, and the issue's goals checked on each half.
@@ -38,11 +41,12 @@ from reconstruct_gso import GSO, degraded, reconstruct_object, without_alpha  # 
 OBJECTS = ("bell", "chicken", "lion", "school_bus2", "sofa", "teapot",
            "blocks", "cream", "leather", "lunch_bag", "oil", "sorter")
 RECIPES = {
-    "previous": ["reconstruct.adapt=false", "reconstruct.color_loss=l1", "reconstruct.mask_margin=0",
-                 "reconstruct.appearance_dim=0", "reconstruct.pose_refine=false"],
-    "robust": ["reconstruct.adapt=false"],
+    "previous": ["reconstruct.adapt=false", "reconstruct.register=false", "reconstruct.color_loss=l1",
+                 "reconstruct.mask_margin=0", "reconstruct.appearance_dim=0", "reconstruct.pose_refine=false"],
+    "robust": ["reconstruct.adapt=false", "reconstruct.register=false"],
     "adaptive": ["reconstruct.adapt=true"],
-    "robust_tolerant_hull": ["reconstruct.adapt=false", "reconstruct.hull_tolerance=1"],
+    "registered": ["reconstruct.adapt=true", "reconstruct.register=true"],
+    "robust_tolerant_hull": ["reconstruct.adapt=false", "reconstruct.register=false", "reconstruct.hull_tolerance=1"],
     "hull": [],
 }
 LEVEL = 2  # the typical degradation (docs/robustness.md)
@@ -106,8 +110,8 @@ def views_disagreement(name: str, condition: str, seed: int) -> float:
 def with_adaptive(rows: list[dict], out: Path) -> list[dict]:
     """``rows`` with each run's disagreement re-measured by the current code (cached in
     ``OUT/disagreement.json``) and, where no ``adaptive`` run exists, the run the adaptive recipe is:
-    ``previous`` below ``recipe.CONSISTENT``, ``robust`` at or above it (the same seed gives the same field,
-    so it is that run; a few real adaptive runs check it)."""
+    ``previous`` below ``recipe.CONSISTENT``, ``robust`` at or above it (the same levers, no registration
+    and the same seed give the same field; a few real adaptive runs check it)."""
     from img2mesh.reconstruct.recipe import CONSISTENT
 
     cache_path = out / "disagreement.json"
@@ -194,17 +198,19 @@ def goals(rows: list[dict], objects: list[str], recipe: str = "adaptive") -> Non
 
 
 def cost(args) -> None:
-    """Seconds of the previous and the robust recipe on the same degraded views, alternating, one at a time."""
+    """Seconds of the previous recipe and ``--recipe`` (the adaptive default) on the same degraded views,
+    alternating which goes first, one at a time."""
     ratios = []
+    other = args.recipe
     for index, (name, _, seed) in enumerate(runs(args.objects, ["degraded"], args.seeds)):
-        order = ("previous", "robust") if index % 2 == 0 else ("robust", "previous")
+        order = ("previous", other) if index % 2 == 0 else (other, "previous")
         seconds = {recipe: one_run(recipe, name, "degraded", seed, args.preset,
                                    str(args.out / recipe / f"{name}_degraded_{seed}.json"))["seconds"]
                    for recipe in order}
-        ratios.append(seconds["robust"] / seconds["previous"])
-        print(f"{name:12s} seed {seed}: previous {seconds['previous']:.1f} s, robust {seconds['robust']:.1f} s, "
+        ratios.append(seconds[other] / seconds["previous"])
+        print(f"{name:12s} seed {seed}: previous {seconds['previous']:.1f} s, {other} {seconds[other]:.1f} s, "
               f"{ratios[-1]:.3f}x", flush=True)
-    print(f"robust / previous: mean {np.mean(ratios):.3f}x, median {np.median(ratios):.3f}x over {len(ratios)} pairs")
+    print(f"{other} / previous: mean {np.mean(ratios):.3f}x, median {np.median(ratios):.3f}x over {len(ratios)} pairs")
 
 
 def main() -> None:
@@ -224,6 +230,7 @@ def main() -> None:
     timed.add_argument("--objects", nargs="+", default=["chicken", "lion"], choices=list(OBJECTS))
     timed.add_argument("--seeds", type=int, nargs="+", default=[0])
     timed.add_argument("--preset", default="smoke")
+    timed.add_argument("--recipe", default="adaptive", choices=[r for r in RECIPES if r not in ("previous", "hull")])
     show = sub.add_parser("report")
     show.add_argument("--out", type=Path, required=True)
     show.add_argument("--tune", nargs="+", default=["blocks", "cream", "leather", "lunch_bag", "oil", "sorter"])

@@ -119,6 +119,7 @@ def reconstruct_object(name: str, preset: str, field: str, device: str, override
             runner.close()
             if not result.ok:
                 raise SystemExit(f"{name}: {result.error}")
+            facts = run_facts(Path(out) / "result" / "img2mesh.json")
             if keep is not None:
                 shutil.copytree(Path(out) / "result", keep / name, dirs_exist_ok=True)
             mesh = to_world_frame(load_mesh(Path(out) / "result" / "mesh.glb"))
@@ -128,7 +129,23 @@ def reconstruct_object(name: str, preset: str, field: str, device: str, override
     seconds = time.perf_counter() - start
     scores = evaluate(mesh, gt)
     return {"object": name, "method": method, "level": degrade, "chamfer": scores.chamfer, "iou": scores.iou,
-            "psnr": psnr, "seconds": seconds}
+            "psnr": psnr, "seconds": seconds, **(facts if field != "hull" else {})}
+
+
+RECIPE_FACTS = ("recipe", "view_disagreement", "registered", "view_disagreement_registered", "register_shift_px_mean",
+                "register_rounds", "hull_init_seconds")
+
+
+def run_facts(manifest: Path) -> dict:
+    """What a run's manifest says of its recipe (``reconstruct``'s recipe and registration facts) and each
+    stage's seconds (whole seconds: the manifest's times)."""
+    from datetime import datetime
+
+    stages = json.loads(manifest.read_text())["stages"]
+    info = stages.get("reconstruct", {}).get("info", {})
+    seconds = {name: (datetime.fromisoformat(s["ended"]) - datetime.fromisoformat(s["started"])).total_seconds()
+               for name, s in stages.items() if s.get("started") and s.get("ended")}
+    return {"run": {k: info[k] for k in RECIPE_FACTS if k in info}, "stage_seconds": seconds}
 
 
 def mean_row(rows: list[dict]) -> dict:

@@ -134,8 +134,10 @@ def fit_affine(source: np.ndarray, target: np.ndarray, ridge: float) -> np.ndarr
     return np.linalg.solve(lhs, rhs).T
 
 
-def save_fitted(folder: Path, views: "Views", poses: np.ndarray, colour: np.ndarray) -> None:
-    """Write ``views.npz`` (uint8 colours and masks at the views' size) and ``cameras.json``."""
+def save_fitted(folder: Path, views: "Views", poses: np.ndarray, colour: np.ndarray,
+                given: Optional[np.ndarray] = None) -> None:
+    """Write ``views.npz`` (uint8 colours and masks at the views' size) and ``cameras.json`` (``given``: the
+    poses as the views came, before registration; default the views' own)."""
     import io
 
     from img2mesh.utils.files import atomic_write_bytes
@@ -147,12 +149,13 @@ def save_fitted(folder: Path, views: "Views", poses: np.ndarray, colour: np.ndar
     width, height = views.size
     atomic_write_json(folder / CAMERAS_FILE, {
         "convention": "world-to-camera [R|t], OpenCV axes (x right, y down, z forward), world +z up; "
-                      "K per view for views.npz's size; poses after reconstruct's pose refinement; "
+                      "K per view for views.npz's size; K and poses after reconstruct's registration and pose "
+                      "refinement; "
                       "colour: per view, the 3x4 affine map from its colours to the mean look",
         "image_size": [int(width), int(height)],
         "K": np.asarray(views.Ks).tolist(),
         "poses": np.asarray(poses).tolist(),
-        "poses_given": np.asarray(views.poses).tolist(),
+        "poses_given": np.asarray(views.poses if given is None else given).tolist(),
         "colour": np.asarray(colour).round(6).tolist(),
     })
 

@@ -9,10 +9,11 @@ renders of the twelve shared GSO objects (0.0007 with alpha dropped), 0.0058 to 
 like SyncDreamer's (docs/robustness.md; three seeds). A thick object that fills most of the frame hides
 a few pixels of misplacement from it (cream: 0.0001 to 0.0004), and such views get the accurate recipe.
 
-The robust levers (``color_loss``, ``mask_margin``, ``appearance_dim``, ``pose_refine``,
-``hull_tolerance``) as configured are the tolerant recipe; views that agree (disagreement below
-CONSISTENT) get the accurate one instead, which exact views do not pay for: an L1 colour term, no
-silhouette margin, no appearance codes, fixed cameras, the strict hull.
+Views that agree (disagreement below CONSISTENT) get the accurate recipe, which exact views do not pay
+for: an L1 colour term, no silhouette margin, no appearance codes, fixed cameras, the strict hull. Views
+that disagree get the robust levers as configured (``color_loss``, ``mask_margin``, ``appearance_dim``,
+``pose_refine``, ``hull_tolerance``: the "tolerant" recipe), with ``reconstruct.register`` (off by
+default) after their cameras are registered to their silhouettes (``register.py``).
 """
 
 from __future__ import annotations
@@ -59,21 +60,42 @@ class Recipe:
     """The levers a fit runs with, and why."""
 
     name: str  # "accurate", "tolerant" or "as configured"
-    disagreement: Optional[float]  # None when not measured (reconstruct.adapt off)
+    disagreement: Optional[float]  # None when not measured (reconstruct.adapt and register off)
     levers: dict[str, Any]
+    registration: dict[str, Any] = dataclasses.field(default_factory=dict)  # what registration moved, in words
+    moves: Optional[np.ndarray] = None  # the registration's moves (``register.Registration``) when views moved
 
     def facts(self) -> dict[str, Any]:
         measured = None if self.disagreement is None else round(self.disagreement, 4)
-        return {"recipe": self.name, "view_disagreement": measured, **self.levers}
+        return {"recipe": self.name, "view_disagreement": measured, **self.levers, **self.registration}
 
 
-def choose(cfg: "ReconstructConfig", views: "Views", bound: float) -> tuple["ReconstructConfig", Recipe]:
-    """``cfg`` with the levers the views call for (``reconstruct.adapt``), and the recipe for the manifest."""
+def choose(cfg: "ReconstructConfig", views: "Views", bound: float) -> tuple["ReconstructConfig", Recipe, "Views"]:
+    """``cfg`` with the levers the views call for (``reconstruct.adapt``), the recipe for the manifest, and
+    the views with their cameras registered (``reconstruct.register``) when they were."""
     levers = tuple(ACCURATE)
-    if not cfg.adapt:
-        return cfg, Recipe("as configured", None, {k: getattr(cfg, k) for k in levers})
-    value = disagreement(views, bound)
-    if value < CONSISTENT:
-        adapted = dataclasses.replace(cfg, **ACCURATE)
-        return adapted, Recipe("accurate", value, dict(ACCURATE))
-    return cfg, Recipe("tolerant", value, {k: getattr(cfg, k) for k in levers})
+    value = disagreement(views, bound) if cfg.adapt or cfg.register else None
+    if cfg.adapt and value < CONSISTENT:
+        return dataclasses.replace(cfg, **ACCURATE), Recipe("accurate", value, dict(ACCURATE)), views
+    registration: dict[str, Any] = {}
+    moves = None
+    if cfg.register and value >= CONSISTENT:  # views that agree are never moved
+        views, registration, moves = registered(views, bound, value)
+    # Registered views keep the levers: what registration cannot undo (recoloured views, details that
+    # differ, blur) is what they are for (the accurate levers on registered views fitted worse: benchmarks.md).
+    name = "tolerant" if cfg.adapt else "as configured"
+    return cfg, Recipe(name, value, {k: getattr(cfg, k) for k in levers}, registration, moves), views
+
+
+def registered(views: "Views", bound: float, before: float) -> tuple["Views", dict[str, Any], Optional[np.ndarray]]:
+    """The views with each camera moved to where its silhouette agrees with the others
+    (``reconstruct/register.py``), what moved, and the moves; the views as they were when no move made
+    the silhouettes agree better."""
+    from img2mesh.reconstruct.register import moved_cameras, register
+
+    found = register(views, bound, before)
+    if found is None:
+        return views, {"registered": False}, None
+    Ks, poses = moved_cameras(views.Ks, views.poses, found.moves, *views.size)
+    return dataclasses.replace(views, Ks=Ks, poses=poses), {"registered": True, **found.summary(views.size[0])}, \
+        found.moves

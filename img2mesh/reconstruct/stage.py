@@ -35,7 +35,14 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
     masks = RemoverMasks(ctx)
     views = load_views(views_dir, ctx.config.reconstruct.image_size, cameras_file, masks)
     bound = ctx.config.scene.bound
-    cfg, recipe = choose(ctx.config.reconstruct, views, bound)  # the levers these views call for
+    given = views
+    cfg, recipe, views = choose(ctx.config.reconstruct, views, bound)  # the levers (and cameras) these views call for
+    if recipe.registration.get("registered"):
+        facts = recipe.registration
+        ctx.log.info("reconstruct: cameras registered to the silhouettes (shift %.2f px on average, at most %.2f px, "
+                     "%.2f deg, %.2f %% scale): disagreement %.4f -> %.4f", facts["register_shift_px_mean"],
+                     facts["register_shift_px_max"], facts["register_rotation_deg_max"],
+                     facts["register_scale_pct_max"], recipe.disagreement, facts["view_disagreement_registered"])
     if recipe.name != "as configured":
         ctx.log.info("reconstruct: the views' silhouettes disagree by %.3f: the %s recipe (%s)", recipe.disagreement,
                      recipe.name, ", ".join(f"{k} {v}" for k, v in recipe.levers.items()))
@@ -69,7 +76,8 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
         stats = train(field, views, settings, render, device, checkpoint, on_step=advance, grid=grid, poses=poses)
     checkpoint.unlink(missing_ok=True)  # a finished field needs no resume point
     save_field(field, folder)
-    save_fitted_views(ctx, field, views, views_dir, cameras_file, masks, poses, render, device, folder)
+    save_fitted_views(ctx, field, views, given, recipe.moves, views_dir, cameras_file, masks, poses, render, device,
+                      folder)
     if poses is not None:  # how far the cameras moved, in pixels and degrees (views.Ks: at the training size)
         distance = float(np.linalg.norm(views.poses[:, :, 3], axis=-1).mean())
         stats.update(poses.summary(distance, float(views.Ks[:, 0, 0].mean())))
@@ -77,11 +85,16 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
             "mask_source": views.mask_source, "views": int(views.images.shape[0]), "view_size": list(views.size)}
 
 
-def save_fitted_views(ctx: StageContext, field: Any, views: Any, views_dir: Path, cameras_file: Optional[Path],
-                      masks: Any, poses: Any, render: Any, device: Any, folder: Path) -> None:
+def save_fitted_views(ctx: StageContext, field: Any, views: Any, given: Any, moves: Any, views_dir: Path,
+                      cameras_file: Optional[Path], masks: Any, poses: Any, render: Any, device: Any,
+                      folder: Path) -> None:
     """``views.npz`` and ``cameras.json`` beside the field: the views at their own size (re-read when
-    training resized them), the cameras after pose refinement and each view's colour correction."""
+    training resized them), the cameras after registration (``moves``, when the views were registered)
+    and pose refinement, each view's colour correction, and the cameras as given."""
+    import dataclasses
+
     from img2mesh.reconstruct.fitted import colour_corrections, refined_poses, save_fitted
+    from img2mesh.reconstruct.register import moved_cameras
     from img2mesh.reconstruct.views import load_views
 
     fitted = refined_poses(views.poses, poses)
@@ -91,7 +104,10 @@ def save_fitted_views(ctx: StageContext, field: Any, views: Any, views_dir: Path
         native = load_views(views_dir, 0, cameras_file, masks)
         if native.size == views.size:
             native = views
-    save_fitted(folder, native, fitted, colour)
+        elif moves is not None:  # the same moves (fractions of the width) at the native size
+            Ks, _ = moved_cameras(native.Ks, native.poses, moves, *native.size)
+            native = dataclasses.replace(native, Ks=Ks)
+    save_fitted(folder, native, fitted, colour, given.poses)
 
 
 def start_from_masks(ctx: StageContext, cfg: Any, field: Any, views: Any, device: Any,

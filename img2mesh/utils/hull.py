@@ -19,14 +19,22 @@ def project(points: np.ndarray, K: np.ndarray, pose: np.ndarray) -> tuple[np.nda
     return np.floor(uv[:, 0] / safe).astype(np.int64), np.floor(uv[:, 1] / safe).astype(np.int64), z
 
 
+def carves(points: np.ndarray, mask: np.ndarray, K: np.ndarray, pose: np.ndarray,
+           outside_carves: bool = True) -> np.ndarray:
+    """Whether one view (bool ``mask``) sees each point (N,3) as background (N bool). ``outside_carves``
+    False: a point outside the view's frame (or behind it) is not carved (an object the frame cuts)."""
+    x, y, z = project(points, K, pose)
+    height, width = mask.shape
+    ok = (x >= 0) & (y >= 0) & (x < width) & (y < height) & (z > 0)
+    seen = ok & mask[y.clip(0, height - 1), x.clip(0, width - 1)]
+    return ~seen if outside_carves else ok & ~seen
+
+
 def background_votes(points: np.ndarray, masks: np.ndarray, Ks: np.ndarray, poses: np.ndarray) -> np.ndarray:
     """How many views see each point (N,3) as background, or not at all (N int)."""
     votes = np.zeros(len(points), np.int32)
     for mask, K, pose in zip(masks, Ks, poses):
-        x, y, z = project(points, K, pose)
-        height, width = mask.shape
-        ok = (x >= 0) & (y >= 0) & (x < width) & (y < height) & (z > 0)
-        votes += ~(ok & mask[y.clip(0, height - 1), x.clip(0, width - 1)])
+        votes += carves(points, mask, K, pose)
     return votes
 
 
@@ -36,11 +44,7 @@ def inside_all(points: np.ndarray, masks: np.ndarray, Ks: np.ndarray, poses: np.
     a view whose frame the point falls outside says nothing about it (an object the frame cuts)."""
     inside = np.ones(len(points), bool)
     for mask, K, pose in zip(masks, Ks, poses):
-        x, y, z = project(points, K, pose)
-        height, width = mask.shape
-        ok = (x >= 0) & (y >= 0) & (x < width) & (y < height) & (z > 0)
-        seen = ok & mask[y.clip(0, height - 1), x.clip(0, width - 1)]
-        inside &= seen if outside_carves else (seen | ~ok)
+        inside &= ~carves(points, mask, K, pose, outside_carves)
     return inside
 
 

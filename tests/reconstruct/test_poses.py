@@ -115,13 +115,15 @@ BEFORE_ROBUSTNESS_DIGEST = "79607c9fed4d19fe"
 
 # The robust keys at their values before they existed (the defaults now keep them on: docs/benchmarks.md).
 BEFORE = ("reconstruct.hull_tolerance=0", "reconstruct.color_loss=l1", "reconstruct.mask_margin=0",
-          "reconstruct.appearance_dim=0", "reconstruct.pose_refine=false")
+          "reconstruct.appearance_dim=0", "reconstruct.pose_refine=false", "reconstruct.register=false")
 
 
 def test_appearance_codes_and_pose_refinement_off_train_the_earlier_field_bit_for_bit(tmp_path):
     assert field_digest(tmp_path, *BEFORE) == BEFORE_ROBUSTNESS_DIGEST
     fixed = "reconstruct.adapt=false"  # the levers as configured, not as the views' agreement chooses them
+    unregistered = "reconstruct.register=false"  # each lever alone makes the difference
     assert field_digest(tmp_path, fixed, *BEFORE[:3], "reconstruct.appearance_dim=4",
-                        "reconstruct.pose_refine=false") != BEFORE_ROBUSTNESS_DIGEST
-    assert field_digest(tmp_path, fixed, *BEFORE[:4], "reconstruct.pose_refine=true") != BEFORE_ROBUSTNESS_DIGEST
+                        "reconstruct.pose_refine=false", unregistered) != BEFORE_ROBUSTNESS_DIGEST
+    assert field_digest(tmp_path, fixed, *BEFORE[:4], "reconstruct.pose_refine=true",
+                        unregistered) != BEFORE_ROBUSTNESS_DIGEST
     assert field_digest(tmp_path, fixed) != BEFORE_ROBUSTNESS_DIGEST  # the configured defaults are the tolerant recipe
