@@ -81,8 +81,8 @@ def choose(cfg: "ReconstructConfig", views: "Views", bound: float) -> tuple["Rec
     moves = None
     if cfg.register and value >= CONSISTENT:  # views that agree are never moved
         views, registration, moves = registered(views, bound, value)
-    # Registered views keep the levers: what registration cannot undo (recoloured views, details that
-    # differ, blur) is what they are for (the accurate levers on registered views fitted worse: benchmarks.md).
+    # Registered views keep the levers: what registration cannot undo (its residual, recoloured views,
+    # details that differ) is what they are for (the accurate levers on them fitted worse: benchmarks.md).
     name = "tolerant" if cfg.adapt else "as configured"
     return cfg, Recipe(name, value, {k: getattr(cfg, k) for k in levers}, registration, moves), views
 
