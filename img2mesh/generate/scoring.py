@@ -21,6 +21,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from img2mesh.utils.images import shrink
+
 SCORE_SIZE = 64  # masks and colours are compared at this size: silhouettes, not texture detail
 
 
@@ -38,15 +40,6 @@ class SampleScore:
     def to_dict(self) -> dict:
         return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in asdict(self).items()} | {
             "per_view": [round(v, 4) for v in self.per_view]}
-
-
-def _shrink(image: np.ndarray, size: int) -> np.ndarray:
-    """Area-average an H,W[,C] float image to size x size."""
-    from PIL import Image
-
-    if image.ndim == 2:
-        return np.asarray(Image.fromarray(image.astype(np.float32), mode="F").resize((size, size), Image.BOX))
-    return np.stack([_shrink(image[..., c], size) for c in range(image.shape[-1])], -1)
 
 
 def foreground(rgb: np.ndarray) -> np.ndarray:
@@ -74,7 +67,7 @@ def consistency(views: np.ndarray, Ks: np.ndarray, poses: np.ndarray, bound: flo
     from img2mesh.utils.hull import silhouette_agreement
 
     size = views.shape[1]
-    masks = np.stack([_shrink(foreground(v).astype(np.float32), SCORE_SIZE) > 0.5 for v in views])
+    masks = np.stack([shrink(foreground(v).astype(np.float32), SCORE_SIZE) > 0.5 for v in views])
     small_K = np.stack([scale_intrinsics(K, SCORE_SIZE / size) for K in Ks])
     return silhouette_agreement(masks, small_K, poses, bound) * border_background(masks)
 
@@ -87,10 +80,10 @@ def nearest_view(poses: np.ndarray, input_pose: np.ndarray) -> int:
 
 def input_agreement(view: np.ndarray, input_on_white: np.ndarray, input_mask: np.ndarray) -> float:
     """1 - mean |colour difference| over the union of both foregrounds, at SCORE_SIZE."""
-    a = _shrink(view.astype(np.float32) / 255.0, SCORE_SIZE)
-    b = _shrink(input_on_white.astype(np.float32), SCORE_SIZE)
-    union = (_shrink(foreground(view).astype(np.float32), SCORE_SIZE) > 0.5) | (
-        _shrink(input_mask.astype(np.float32), SCORE_SIZE) > 0.5)
+    a = shrink(view.astype(np.float32) / 255.0, SCORE_SIZE)
+    b = shrink(input_on_white.astype(np.float32), SCORE_SIZE)
+    union = (shrink(foreground(view).astype(np.float32), SCORE_SIZE) > 0.5) | (
+        shrink(input_mask.astype(np.float32), SCORE_SIZE) > 0.5)
     if not union.any():
         return 0.0
     return float(1.0 - np.abs(a - b).mean(-1)[union].mean())

@@ -38,15 +38,13 @@ def disagreement(views: "Views", bound: float) -> float:
     """1 - the mean silhouette agreement of the views (0 for exact views), measured at AGREEMENT_SIZE² (or
     the views' own size when smaller) with one pixel of slack (a silhouette's own quantisation is not
     disagreement); a view whose frame cuts the object carves nothing it cannot see."""
-    from PIL import Image
-
     from img2mesh.utils.hull import silhouette_agreement
+    from img2mesh.utils.images import shrink
 
     width, height = views.size
     # never upsampled: a small view's own pixels are its quantisation, and one pixel of slack covers them
     size = min(AGREEMENT_SIZE, width, height)
-    masks = np.stack([np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize(
-        (size, size), Image.BOX)) >= 0.5 for m in views.masks])
+    masks = np.stack([shrink(m, size) >= 0.5 for m in views.masks])
     Ks = np.array(views.Ks, dtype=np.float64).copy()
     Ks[:, 0] *= size / width
     Ks[:, 1] *= size / height

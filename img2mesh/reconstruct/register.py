@@ -100,13 +100,14 @@ def register(views: "Views", bound: float, before: Optional[float] = None,
     from scipy import ndimage
 
     from img2mesh.reconstruct.recipe import disagreement
+    from img2mesh.utils.images import shrink
 
     Ks = np.asarray(views.Ks, dtype=np.float64)
     width, height = views.size
     if width != height or not (np.allclose(Ks[:, 0, 0], Ks[:, 1, 1], rtol=1e-6) and np.allclose(Ks[:, 0, 1], 0.0)):
         return None
     size = min(SIZE, width)
-    masks = _resized(views.masks, size)
+    masks = np.stack([shrink(m, size) for m in views.masks]).clip(0.0, 1.0)
     silhouettes = masks >= 0.5
     band_px = max(2, round(BAND * size))
     # Only pixels near a silhouette's edge can change under a small move: the rest count once, as they are.
@@ -176,13 +177,6 @@ def _laid_onto(hulls: "LeaveOneOutHulls", masks: np.ndarray, silhouettes: np.nda
         moves[i] = step @ moves[i]
         largest = max(largest, float(np.abs(found.x[:2]).max()))
     return _clipped(_without_shared_move(moves)), largest
-
-
-def _resized(masks: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    return np.stack([np.asarray(Image.fromarray(m.astype(np.float32), mode="F").resize((size, size), Image.BOX))
-                     for m in masks]).clip(0.0, 1.0)
 
 
 class LeaveOneOutHulls:

@@ -72,6 +72,15 @@ def white_background_matte(rgb: np.ndarray) -> np.ndarray:
     return soft
 
 
+def shrink(image: np.ndarray, size: int) -> np.ndarray:
+    """Area-average an H,W[,C] float image (a mask, a view) to size x size (float32)."""
+    from PIL import Image
+
+    if image.ndim == 2:
+        return np.asarray(Image.fromarray(image.astype(np.float32), mode="F").resize((size, size), Image.BOX))
+    return np.stack([shrink(image[..., c], size) for c in range(image.shape[-1])], -1)
+
+
 def grid(images: np.ndarray, columns: int) -> np.ndarray:
     """N,H,W,3 -> one image with ``columns`` images per row (white where a row is short)."""
     n, h, w, c = images.shape
