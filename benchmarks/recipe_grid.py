@@ -6,12 +6,13 @@ thread each); a run already on disk is skipped, so an interrupted grid resumes. 
 (the renders with their alpha), ``clean`` (alpha dropped: masks from the white threshold, as generated
 views arrive) and ``degraded`` (``evaluation/degrade.py`` at the typical level 2, one run per ``--seeds``).
 Recipes: ``previous`` (before the robust levers), ``robust`` (the levers, always, no registration),
-``adaptive`` (the default: the accurate recipe for views that agree, the levers for views that disagree,
-``reconstruct.adapt``), ``registered`` (the same, with the cameras of views that disagree registered
-first, ``reconstruct.register``) and ``hull`` (the visual hull of the same masks). Each run also records
+``adaptive`` (the accurate recipe for views that agree, the levers for views that disagree,
+``reconstruct.adapt``, no registration: the default until registration joined it), ``registered`` (the
+default: the cameras of views that disagree registered first, ``reconstruct.register``, and the
+accurate recipe when they agree after it) and ``hull`` (the visual hull of the same masks). Each run also records
 the views' silhouette disagreement (``reconstruct/recipe.py``) and what its manifest says of the recipe.
 
-``cost`` times the previous recipe and ``--recipe`` (default: ``adaptive``) side by side: the
+``cost`` times the previous recipe and ``--recipe`` (default: ``registered``) side by side: the
 same degraded views, one run at a time, the two alternating which goes first (a ratio on one machine,
 not a timed test).
 
@@ -44,7 +45,7 @@ RECIPES = {
     "previous": ["reconstruct.adapt=false", "reconstruct.register=false", "reconstruct.color_loss=l1",
                  "reconstruct.mask_margin=0", "reconstruct.appearance_dim=0", "reconstruct.pose_refine=false"],
     "robust": ["reconstruct.adapt=false", "reconstruct.register=false"],
-    "adaptive": ["reconstruct.adapt=true"],
+    "adaptive": ["reconstruct.adapt=true", "reconstruct.register=false"],
     "registered": ["reconstruct.adapt=true", "reconstruct.register=true"],
     "robust_tolerant_hull": ["reconstruct.adapt=false", "reconstruct.register=false", "reconstruct.hull_tolerance=1"],
     "hull": [],
@@ -111,7 +112,8 @@ def with_adaptive(rows: list[dict], out: Path) -> list[dict]:
     """``rows`` with each run's disagreement re-measured by the current code (cached in
     ``OUT/disagreement.json``) and, where no ``adaptive`` run exists, the run the adaptive recipe is:
     ``previous`` below ``recipe.CONSISTENT``, ``robust`` at or above it (the same levers, no registration
-    and the same seed give the same field; a few real adaptive runs check it)."""
+    and the same seed give the same field; a few real adaptive runs check it); and where no ``registered``
+    run exists for views that agree, the adaptive run (registration never moves them)."""
     from img2mesh.reconstruct.recipe import CONSISTENT
 
     cache_path = out / "disagreement.json"
@@ -129,6 +131,12 @@ def with_adaptive(rows: list[dict], out: Path) -> list[dict]:
         chosen = "previous" if r["disagreement"] < CONSISTENT else "robust"
         if r["recipe"] == chosen and run not in have:
             derived.append({**r, "recipe": "adaptive", "derived_from": chosen})
+    # views that agree are never registered: the registered default fits them as the adaptive recipe does
+    registered = {(r["object"], r["condition"], r["seed"]) for r in rows if r["recipe"] == "registered"}
+    for r in rows + derived:
+        run = (r["object"], r["condition"], r["seed"])
+        if r["recipe"] == "adaptive" and r["disagreement"] < CONSISTENT and run not in registered:
+            derived.append({**r, "recipe": "registered", "derived_from": "adaptive"})
     return rows + derived
 
 
@@ -168,7 +176,7 @@ def per_object(rows: list[dict], recipe: str, condition: str, name: str) -> tupl
     return float(np.mean([r["chamfer"] for r in mine])), float(np.mean([r["iou"] for r in mine]))
 
 
-def goals(rows: list[dict], objects: list[str], recipe: str = "adaptive") -> None:
+def goals(rows: list[dict], objects: list[str], recipe: str = "registered") -> None:
     """The issue's goals for ``recipe`` on these objects (typical level, smoke)."""
     have = {(r["recipe"], r["condition"], r["object"]) for r in rows}
     needed = [(x, c, o) for x in (recipe, "hull") for c in ("perfect", "clean", "degraded") for o in objects]
@@ -198,7 +206,7 @@ def goals(rows: list[dict], objects: list[str], recipe: str = "adaptive") -> Non
 
 
 def cost(args) -> None:
-    """Seconds of the previous recipe and ``--recipe`` (the adaptive default) on the same degraded views,
+    """Seconds of the previous recipe and ``--recipe`` (the registered default) on the same degraded views,
     alternating which goes first, one at a time."""
     ratios = []
     other = args.recipe
@@ -218,7 +226,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     go = sub.add_parser("run")
     go.add_argument("--out", type=Path, required=True)
-    go.add_argument("--recipes", nargs="+", default=["previous", "robust", "adaptive", "hull"], choices=list(RECIPES))
+    go.add_argument("--recipes", nargs="+", default=["previous", "adaptive", "registered", "hull"], choices=list(RECIPES))
     go.add_argument("--objects", nargs="+", default=list(OBJECTS), choices=list(OBJECTS))
     go.add_argument("--conditions", nargs="+", default=["perfect", "clean", "degraded"],
                     choices=["perfect", "clean", "degraded"])
@@ -230,7 +238,7 @@ def main() -> None:
     timed.add_argument("--objects", nargs="+", default=["chicken", "lion"], choices=list(OBJECTS))
     timed.add_argument("--seeds", type=int, nargs="+", default=[0])
     timed.add_argument("--preset", default="smoke")
-    timed.add_argument("--recipe", default="adaptive", choices=[r for r in RECIPES if r not in ("previous", "hull")])
+    timed.add_argument("--recipe", default="registered", choices=[r for r in RECIPES if r not in ("previous", "hull")])
     show = sub.add_parser("report")
     show.add_argument("--out", type=Path, required=True)
     show.add_argument("--tune", nargs="+", default=["blocks", "cream", "leather", "lunch_bag", "oil", "sorter"])

@@ -133,7 +133,7 @@ def reconstruct_object(name: str, preset: str, field: str, device: str, override
 
 
 RECIPE_FACTS = ("recipe", "view_disagreement", "registered", "view_disagreement_registered", "register_shift_px_mean",
-                "register_rounds", "hull_init_seconds")
+                "register_steps", "register_seconds", "hull_init_seconds")
 
 
 def run_facts(manifest: Path) -> dict:

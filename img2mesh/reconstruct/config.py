@@ -28,10 +28,9 @@ class ReconstructConfig(FieldKeys):
     adapt: bool = setting(True, "measure how much the views' silhouettes disagree before fitting: views that agree "
                                 "(renders) get the accurate recipe (l1, no margin, no appearance codes, fixed "
                                 "cameras, strict hull), others the levers below as set")
-    register: bool = setting(False, "views whose silhouettes disagree: move each view's camera (shift, roll, focal "
-                                    "length) until its silhouette agrees with the hull of the other views, before "
-                                    "fitting (off: on twelve GSO objects it left the mean CD / IoU unchanged, "
-                                    "docs/benchmarks.md)")
+    register: bool = setting(True, "views whose silhouettes disagree: move each view's camera (shift, roll, focal "
+                                   "length) until all the silhouettes agree, before fitting; views that agree then "
+                                   "get the accurate recipe (with adapt)")
     init: Literal["sphere", "hull", "feedback"] = setting("hull", "start from NeuS's sphere, fitted to the masks' "
                                                                   "visual hull, or to generate's last feedback fit")
     init_steps: int = setting(300, "hull start: SDF-fitting steps before training (points only, no rendering)",

@@ -11,16 +11,18 @@ a few pixels of misplacement from it (cream: 0.0001 to 0.0004), and such views g
 
 Views that agree (disagreement below CONSISTENT) get the accurate recipe, which exact views do not pay
 for: an L1 colour term, no silhouette margin, no appearance codes, fixed cameras, the strict hull. Views
-that disagree get the robust levers as configured (``color_loss``, ``mask_margin``, ``appearance_dim``,
-``pose_refine``, ``hull_tolerance``: the "tolerant" recipe), with ``reconstruct.register`` (off by
-default) after their cameras are registered to their silhouettes (``register.py``).
+that disagree first have their cameras registered to their silhouettes (``reconstruct.register``,
+``register.py``); when they agree after it they too get the accurate recipe (the "registered" recipe:
+the levers would fit around a misplacement that is no longer there), otherwise the robust levers as
+configured (``color_loss``, ``mask_margin``, ``appearance_dim``, ``pose_refine``, ``hull_tolerance``:
+the "tolerant" recipe).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
@@ -57,7 +59,7 @@ def disagreement(views: "Views", bound: float) -> float:
 class Recipe:
     """The levers a fit runs with, and why."""
 
-    name: str  # "accurate", "tolerant" or "as configured"
+    name: str  # "accurate", "registered" (moved until they agree, then accurate), "tolerant" or "as configured"
     disagreement: Optional[float]  # None when not measured (reconstruct.adapt and register off)
     levers: dict[str, Any]
     registration: dict[str, Any] = dataclasses.field(default_factory=dict)  # what registration moved, in words
@@ -68,9 +70,12 @@ class Recipe:
         return {"recipe": self.name, "view_disagreement": measured, **self.levers, **self.registration}
 
 
-def choose(cfg: "ReconstructConfig", views: "Views", bound: float) -> tuple["ReconstructConfig", Recipe, "Views"]:
+def choose(cfg: "ReconstructConfig", views: "Views", bound: float,
+           native: Optional[Callable[[], "Views"]] = None) -> tuple["ReconstructConfig", Recipe, "Views"]:
     """``cfg`` with the levers the views call for (``reconstruct.adapt``), the recipe for the manifest, and
-    the views with their cameras registered (``reconstruct.register``) when they were."""
+    the views with their cameras registered (``reconstruct.register``) when they were: on the views at
+    their own size (``native``, asked for only then) when training resized them, since a registration
+    at 128² finds half a 256² view's pixels of precision."""
     levers = tuple(ACCURATE)
     value = disagreement(views, bound) if cfg.adapt or cfg.register else None
     if cfg.adapt and value < CONSISTENT:
@@ -78,22 +83,30 @@ def choose(cfg: "ReconstructConfig", views: "Views", bound: float) -> tuple["Rec
     registration: dict[str, Any] = {}
     moves = None
     if cfg.register and value >= CONSISTENT:  # views that agree are never moved
-        views, registration, moves = registered(views, bound, value)
-    # Registered views keep the levers: what registration cannot undo (its residual, recoloured views,
-    # details that differ) is what they are for (the accurate levers on them fitted worse: benchmarks.md).
+        views, registration, moves = registered(views, bound, value, native() if native else views)
+        # Views that agree once their cameras are moved get the accurate recipe too: the levers fitted
+        # around the misplacement registration has undone, and cost what they cost exact views.
+        if cfg.adapt and registration["registered"] and registration["view_disagreement_registered"] < CONSISTENT:
+            return (dataclasses.replace(cfg, **ACCURATE),
+                    Recipe("registered", value, dict(ACCURATE), registration, moves), views)
     name = "tolerant" if cfg.adapt else "as configured"
     return cfg, Recipe(name, value, {k: getattr(cfg, k) for k in levers}, registration, moves), views
 
 
-def registered(views: "Views", bound: float, before: float) -> tuple["Views", dict[str, Any], Optional[np.ndarray]]:
+def registered(views: "Views", bound: float, before: float,
+               native: "Views") -> tuple["Views", dict[str, Any], Optional[np.ndarray]]:
     """The views with each camera moved to where its silhouette agrees with the others
-    (``reconstruct/register.py``), what moved, and the moves; the views as they were when no move made
-    the silhouettes agree better."""
+    (``reconstruct/register.py``, on the same views at their own size, ``native``), what moved, and the
+    moves; the views as they were when no move made the silhouettes agree better."""
+    import time
+
     from img2mesh.reconstruct.register import moved_cameras, register
 
-    found = register(views, bound, before)
+    start = time.perf_counter()
+    found = register(native, bound, before if native is views else None)  # measured on the views it moves
+    seconds = {"register_seconds": round(time.perf_counter() - start, 2)}
     if found is None:
-        return views, {"registered": False}, None
+        return views, {"registered": False, **seconds}, None
     Ks, poses = moved_cameras(views.Ks, views.poses, found.moves, *views.size)
-    return dataclasses.replace(views, Ks=Ks, poses=poses), {"registered": True, **found.summary(views.size[0])}, \
+    return dataclasses.replace(views, Ks=Ks, poses=poses), {"registered": True, **found.summary(native.size[0]), **seconds}, \
         found.moves

@@ -1,17 +1,23 @@
-"""Silhouette registration (``reconstruct.register``): each view's camera moved so that its silhouette
-agrees with what the other views carve.
+"""Silhouette registration (``reconstruct.register``): each view's camera moved so that every view's
+silhouette is explained by the hull of all of them.
 
 Generated views are each a little misplaced in the image: a few pixels of shift, a degree of in-plane
 rotation, a few percent of scale. Such a move of the image content about its centre is exactly a change
 of that view's camera (the focal length and principal point, and a roll about the optical axis), so it
-can be undone before fitting instead of being fitted around. Silhouette coherence (Hernández, Schmitt &
-Cipolla, 2007): for every view, the hull of all *other* views is projected into it and the similarity
-that best lays the view's own silhouette onto that projection (soft IoU, Powell's method) is composed
-into its camera; a few rounds, all views against the same hulls, the mean move removed after each round
-(a move every view shares is the object's own size or place, not a view's error). A round is kept only
-when it lowers the views' disagreement (``recipe.disagreement``); when it does not, the next round lays
-the views onto a looser hull (a cell kept unless more than one, then two, other views carve it), since
-views far off carve away what the others should be laid onto.
+can be undone before fitting instead of being fitted around.
+
+Silhouette coherence (Hernández, Schmitt & Cipolla, 2007): with the right cameras the visual hull of all
+the silhouettes projects onto each silhouette whole; a misplaced view carves away what the others show
+and leaves part of its own silhouette unexplained. All views' moves are found together by gradient
+descent on the unexplained share of the silhouettes' edge bands: rays through edge pixels, each pixel
+explained as far as some point along its ray lies inside every (soft, bilinear) mask, from blurred masks
+to sharp ones so that moves of several pixels are found. The measure is one-sided on purpose: the hull
+of the *other* views is larger than a view's silhouette wherever they do not pin the object down (its
+top and bottom, seen from a ring of cameras), and laying a silhouette onto it (the first version of this
+module) pulled views into that excess by up to 2.5 px and 3 % of scale even from the true moves.
+
+What no silhouette can tell is removed from the moves: a small translation of the object or a change of
+its size moves every view in a pattern (``gauge_moves``) that is the object's place, not a view's error.
 """
 
 from __future__ import annotations
@@ -26,13 +32,16 @@ import numpy as np
 if TYPE_CHECKING:
     from img2mesh.reconstruct.views import Views
 
-SIZE = 192  # silhouettes are registered at this size (or the views' own, when smaller)
-RESOLUTION = 160  # voxels per side of the hulls the silhouettes are laid onto
-COARSE = 4  # fine cells per coarse cell (per side) when the hulls are found coarse to fine
-BAND = 0.04  # the band of pixels along each silhouette the IoU is measured on (fraction of the size; the largest move)
-ROUNDS = 4  # rounds tried at most
-MAX_TOLERANCE = 2  # how many of the other views may see background in a kept cell, when the strict hull fails
-PRIOR = 1e-4  # per squared pixel of the registration size, degree and percent of scale, against 1 - IoU
+STEPS = (40, 40, 40, 40)  # gradient steps per mask blur
+BLUR_PX = (6.0, 3.0, 1.5, 0.6)  # the masks' Gaussian blur per stage, in pixels of a 256² view (moves of ~2x that are found)
+RAYS = 256  # edge-band rays per view per step
+SAMPLES = 32  # points per ray, stratified between where the ray enters and leaves the grown hull
+BAND = 0.03  # silhouette pixels this close to the edge (fraction of the width) are the ones a move can unexplain
+REACH = 0.05  # the largest move looked for (fraction of the width): the hull bounding the rays is grown by it
+HULL_RESOLUTION = 96  # voxels per side of that grown hull (it only bounds where along each ray to look)
+LEARNING_RATE = 0.3  # per step, in the moves' units (px of a 256² view, degrees, percent)
+PRIOR = 1e-3  # per squared unit, against the unexplained share: a move the silhouettes hardly pin down stays small
+UNIT_WIDTH = 256  # shifts are in pixels of a view this wide, whatever the views' size
 MAX_SHIFT = 0.04  # the largest correction, as a fraction of the view's width (10 px of a 256² view)
 MAX_ROTATION_DEG = 5.0
 MAX_LOG_SCALE = 0.08
@@ -44,7 +53,7 @@ class Registration:
     view's width as the unit) that takes where the given camera puts the object to where the view shows it."""
 
     moves: np.ndarray
-    rounds: int  # rounds tried
+    steps: int  # gradient steps taken
     before: float  # the views' disagreement (``recipe.disagreement``) with the given cameras
     after: float  # and with the moved ones
 
@@ -56,7 +65,7 @@ class Registration:
                 "register_shift_px_max": round(float(shift.max()), 3),
                 "register_rotation_deg_max": round(float(np.degrees(np.abs(params[:, 2]).max())), 3),
                 "register_scale_pct_max": round(float(100 * np.abs(np.expm1(params[:, 3])).max()), 3),
-                "register_rounds": self.rounds, "view_disagreement_registered": round(self.after, 4)}
+                "register_steps": self.steps, "view_disagreement_registered": round(self.after, 4)}
 
 
 def similarity(dx: float, dy: float, angle: float, log_scale: float) -> np.ndarray:
@@ -92,169 +101,170 @@ def moved_cameras(Ks: np.ndarray, poses: np.ndarray, moves: np.ndarray, width: i
     return new_Ks, new_poses
 
 
-def register(views: "Views", bound: float, before: Optional[float] = None,
-             rounds: int = ROUNDS) -> Optional[Registration]:
+def register(views: "Views", bound: float, before: Optional[float] = None) -> Optional[Registration]:
     """The moves that make the views' silhouettes coherent (``before``: their disagreement, measured here
     when not given), or None when the cameras cannot take a move (non-square pixels or skew, views that
-    are not square) or no move made the silhouettes agree better."""
-    from scipy import ndimage
-
+    are not square) or the moves found did not make the silhouettes agree better."""
     from img2mesh.reconstruct.recipe import disagreement
-    from img2mesh.utils.images import shrink
 
     Ks = np.asarray(views.Ks, dtype=np.float64)
+    poses = np.asarray(views.poses, dtype=np.float64)
     width, height = views.size
     if width != height or not (np.allclose(Ks[:, 0, 0], Ks[:, 1, 1], rtol=1e-6) and np.allclose(Ks[:, 0, 1], 0.0)):
         return None
-    size = min(SIZE, width)
-    masks = np.stack([shrink(m, size) for m in views.masks]).clip(0.0, 1.0)
-    silhouettes = masks >= 0.5
-    band_px = max(2, round(BAND * size))
-    # Only pixels near a silhouette's edge can change under a small move: the rest count once, as they are.
-    bands = np.stack([ndimage.binary_dilation(s, iterations=band_px) & ~ndimage.binary_erosion(s, iterations=band_px)
-                      for s in silhouettes])
-    small_Ks = Ks * np.array([size / width, size / width, 1.0])[None, :, None]
-    best = disagreement(views, bound) if before is None else before
-    start = best
-    moves = np.repeat(np.eye(3)[None], len(masks), 0)
-    tolerance, tried = 0, 0
-    while tried < rounds:
-        tried += 1
-        cam_Ks, cam_poses = moved_cameras(small_Ks, views.poses, moves, size, size)
-        hulls = LeaveOneOutHulls(silhouettes, cam_Ks, cam_poses, bound, tolerance)
-        candidate, largest = _laid_onto(hulls, masks, silhouettes, bands, moves)
-        Ks_moved, poses_moved = moved_cameras(Ks, views.poses, candidate, width, height)
-        measured = disagreement(dataclasses.replace(views, Ks=Ks_moved, poses=poses_moved), bound)
-        # kept when the views agree better (or as well, on the strict hull: the measure's own steps are
-        # coarser than the moves near the end); the next round lays them onto a stricter hull again
-        if measured < best or (measured == best and tolerance == 0):
-            moves, best, tolerance = candidate, measured, max(tolerance - 1, 0)
-            if largest < 0.05:  # under a twentieth of a pixel: converged
-                break
-        elif tolerance < MAX_TOLERANCE:  # far-off views carved away what the others are laid onto
-            tolerance += 1
-        else:
-            break
-    if best >= start:
+    before = disagreement(views, bound) if before is None else before
+    units = coherent_moves(np.clip(np.asarray(views.masks, dtype=np.float32), 0.0, 1.0), Ks, poses, bound)
+    moves = _clipped(np.stack([similarity(*from_units(p)) for p in units]))
+    Ks_moved, poses_moved = moved_cameras(Ks, poses, moves, width, height)
+    after = disagreement(dataclasses.replace(views, Ks=Ks_moved, poses=poses_moved), bound)
+    if after >= before:
         return None
-    return Registration(moves, tried, start, best)
+    return Registration(moves, sum(STEPS), before, after)
 
 
-def _laid_onto(hulls: "LeaveOneOutHulls", masks: np.ndarray, silhouettes: np.ndarray, bands: np.ndarray,
-               moves: np.ndarray) -> tuple[np.ndarray, float]:
-    """One round: each view's move composed with the similarity that best lays its mask onto the hull of
-    the others (soft IoU on its edge band, Powell's method), less the mean move; and the largest shift (px)."""
-    from scipy import ndimage, optimize
-
-    size = masks.shape[-1]
-    centre = np.full(2, (size - 1) / 2.0)  # index coordinates: pixel centres at integers
-    moves = moves.copy()
-    largest = 0.0
-    for i in range(len(masks)):
-        rows, cols = np.nonzero(bands[i])
-        target = hulls.project(i, rows, cols)
-        if not target.any():
-            continue
-        inner = float((silhouettes[i] & ~bands[i]).sum())  # inside both, away from the edge
-        pixels = np.stack([rows, cols]).astype(np.float64)
-
-        so_far = np.array(similarity_params(moves[i])) * [size, size, 180 / math.pi, 100]
-
-        def mismatch(p: np.ndarray, mask: np.ndarray = masks[i], target: np.ndarray = target,
-                     pixels: np.ndarray = pixels, inner: float = inner, so_far: np.ndarray = so_far) -> float:
-            # the view's mask read through the move: where the render shows x, the view shows move(x)
-            move = similarity(p[0], p[1], math.radians(p[2]), p[3] / 100)
-            matrix = move[:2, :2][::-1, ::-1]  # (row, col) order
-            moved = matrix @ (pixels - centre[:, None]) + (centre + move[:2, 2][::-1])[:, None]
-            seen = ndimage.map_coordinates(mask, moved, order=1, mode="constant", cval=0.0)
-            iou = (np.minimum(seen, target).sum() + inner) / max(np.maximum(seen, target).sum() + inner, 1e-6)
-            # small moves are likelier: a move the silhouette hardly pins down (a box's roll) stays small
-            return 1.0 - iou + PRIOR * float(((so_far + p) ** 2).sum())
-
-        found = optimize.minimize(mismatch, np.zeros(4), method="Powell",
-                                  options={"xtol": 1e-3, "ftol": 1e-7, "maxfev": 400})
-        step = similarity(found.x[0] / size, found.x[1] / size, math.radians(found.x[2]), found.x[3] / 100)
-        moves[i] = step @ moves[i]
-        largest = max(largest, float(np.abs(found.x[:2]).max()))
-    return _clipped(_without_shared_move(moves)), largest
+def from_units(p: np.ndarray) -> tuple[float, float, float, float]:
+    """(dx, dy, angle, log scale) of :func:`similarity` from (px of a UNIT_WIDTH view, px, degrees, percent)."""
+    return float(p[0]) / UNIT_WIDTH, float(p[1]) / UNIT_WIDTH, math.radians(float(p[2])), float(p[3]) / 100.0
 
 
-class LeaveOneOutHulls:
-    """For every view, the hull (RESOLUTION³ cells) of all the *other* views' silhouettes, found coarse to
-    fine: the cells of a coarse grid that the masks, grown by a coarse cell, carve away hold no fine cell
-    of any of these hulls."""
+def gauge_moves(Ks: np.ndarray, poses: np.ndarray, width: int) -> np.ndarray:
+    """(N*4, 4): the moves of every view (dx, dy in px of a UNIT_WIDTH view, roll in degrees, scale in
+    percent; views in order) that a small translation of the object along x, y, z, or a change of its size,
+    makes (to first order, for an object about the world origin): moves no silhouette tells apart from
+    the object being elsewhere or larger."""
+    columns = []
+    for axis in range(4):
+        column = []
+        for K, pose in zip(Ks, poses):
+            depth, focal = pose[2, 3], K[0, 0] * UNIT_WIDTH / width
+            if axis < 3:
+                v = pose[:, axis]  # the world axis in camera coordinates
+                column.append([focal * v[0] / depth, focal * v[1] / depth, 0.0, -100.0 * v[2] / depth])
+            else:
+                column.append([0.0, 0.0, 0.0, 1.0])
+        columns.append(np.asarray(column).reshape(-1))
+    return np.stack(columns, 1)
 
-    def __init__(self, silhouettes: np.ndarray, Ks: np.ndarray, poses: np.ndarray, bound: float,
-                 tolerance: int = 0) -> None:
-        from scipy import ndimage
 
-        self.Ks, self.poses, self.bound, self.tolerance = Ks, poses, bound, tolerance
-        coarse = RESOLUTION // COARSE
-        cell_px = 2 * bound / coarse * float(Ks[:, 0, 0].max()) / _nearest_depth(poses, bound)
-        grown = np.stack([ndimage.binary_dilation(s, iterations=int(math.ceil(cell_px))) for s in silhouettes])
-        keep = _background(_cell_centres(coarse, bound), grown, Ks, poses).sum(0) <= 1 + tolerance
-        fine = np.arange(RESOLUTION).reshape(coarse, COARSE)  # fine indices of each coarse cell, per axis
-        cx, cy, cz = np.nonzero(keep.reshape((coarse,) * 3))
-        index = (fine[cx][:, :, None, None] * RESOLUTION ** 2 + fine[cy][:, None, :, None] * RESOLUTION
-                 + fine[cz][:, None, None, :]).reshape(-1)
-        line = np.linspace(-bound, bound, RESOLUTION)
-        ix, iy, iz = np.unravel_index(index, (RESOLUTION,) * 3)
-        self.index = index
-        self.background = _background(np.stack([line[ix], line[iy], line[iz]], -1), silhouettes, Ks, poses)
-        self.votes = self.background.sum(0)
+def without_gauge(units: np.ndarray, gauge: np.ndarray) -> np.ndarray:
+    """The moves (N,4 in units) less their least-squares part along the ``gauge`` moves."""
+    flat = units.reshape(-1)
+    coefficients = np.linalg.lstsq(gauge, flat, rcond=None)[0]
+    return (flat - gauge @ coefficients).reshape(units.shape)
 
-    def project(self, view: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """Whether the ray through each pixel (``rows``, ``cols``) of ``view`` meets the hull of the others."""
-        hull = np.zeros(RESOLUTION ** 3, bool)
-        hull[self.index] = self.votes - self.background[view] <= self.tolerance
-        hull = hull.reshape((RESOLUTION,) * 3)
-        K, pose, bound = self.Ks[view], self.poses[view], self.bound
+
+def coherent_moves(masks: np.ndarray, Ks: np.ndarray, poses: np.ndarray, bound: float, seed: int = 0) -> np.ndarray:
+    """Per view (N,4): the move (px of a UNIT_WIDTH view, px, degrees, percent) that leaves the least of
+    the silhouettes' edge bands unexplained by the hull of all soft ``masks`` (N,H,W in [0, 1]), found by
+    Adam from no move, coarse to fine (BLUR_PX), without the gauge moves. Deterministic for a ``seed``."""
+    import torch
+    import torch.nn.functional as F
+    from scipy import ndimage
+
+    count, height, width = masks.shape
+    px = width / UNIT_WIDTH  # view pixels per unit pixel
+    pools, near, far = _edge_rays(masks, Ks, poses, bound)
+    sizes = torch.tensor([len(p) for p in pools])
+    longest = int(sizes.max())
+    if longest == 0:  # no silhouette at all: nothing to lay onto anything
+        return np.zeros((count, 4))
+
+    def padded(arrays: list[np.ndarray], shape: tuple[int, ...]) -> "torch.Tensor":
+        out = torch.zeros((count, longest, *shape))
+        for j, a in enumerate(arrays):
+            out[j, :len(a)] = torch.as_tensor(a, dtype=torch.float32).reshape(len(a), *shape)
+        return out
+
+    pool_t, near_t, far_t = padded(pools, (2,)), padded(near, ()), padded(far, ())
+    K_t = torch.as_tensor(Ks, dtype=torch.float32)
+    R_t = torch.as_tensor(poses[:, :, :3], dtype=torch.float32)
+    t_t = torch.as_tensor(poses[:, :, 3], dtype=torch.float32)
+    origins = -(R_t.transpose(1, 2) @ t_t[..., None])[..., 0]
+    centre = torch.tensor([width / 2.0, height / 2.0])
+    frame = torch.tensor([float(width), float(height)])
+    own = torch.eye(count, dtype=torch.bool)[:, :, None]  # a ray lies inside its own view's mask by construction
+    gauge = gauge_moves(Ks, poses, width)
+    generator = torch.Generator().manual_seed(seed)
+    units = torch.zeros(count, 4, requires_grad=True)
+    optimiser = torch.optim.Adam([units], lr=LEARNING_RATE)
+    # Adam's steps are about the learning rate whatever the gradient, so the rays' noise would leave the
+    # moves jittering by that much: it decays (cosine) to a twentieth over all the steps
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, sum(STEPS), eta_min=LEARNING_RATE / 20)
+    for steps, blur in zip(STEPS, BLUR_PX):
+        soft = torch.as_tensor(np.stack([ndimage.gaussian_filter(m, blur * px) for m in masks]))[:, None]
+        for _ in range(steps):
+            angle, scale = torch.deg2rad(units[:, 2]), torch.exp(units[:, 3] / 100.0)
+            cos, sin = scale * torch.cos(angle), scale * torch.sin(angle)
+            linear = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # N,2,2
+            shift = units[:, :2] * px
+            pick = (torch.rand(count, RAYS, generator=generator) * sizes[:, None]).long()
+            pixels = torch.gather(pool_t, 1, pick[..., None].expand(-1, -1, 2))
+            start, end = torch.gather(near_t, 1, pick), torch.gather(far_t, 1, pick)
+            shown = F.grid_sample(soft, (pixels / frame * 2 - 1)[:, :, None], align_corners=False,
+                                  padding_mode="border")[:, 0, :, 0]
+            # where the given camera puts what the moved view shows at each pixel, and that pixel's ray
+            given = torch.einsum("nab,nrb->nra", torch.linalg.inv(linear), pixels - centre - shift[:, None]) + centre
+            rays = torch.einsum("nab,nrb->nra", torch.linalg.inv(K_t), torch.cat([given, torch.ones_like(given[..., :1])], -1))
+            rays = torch.einsum("nba,nrb->nra", R_t, rays)
+            fraction = (torch.arange(SAMPLES) + torch.rand(count, RAYS, SAMPLES, generator=generator)) / SAMPLES
+            depth = start[..., None] + (end - start)[..., None] * fraction  # z-depths: rays have unit z in the camera
+            points = (origins[:, None, None] + rays[:, :, None] * depth[..., None]).reshape(count, -1, 3)
+            camera = torch.einsum("kab,npb->knpa", R_t, points) + t_t[:, None, None]
+            image = torch.einsum("kab,knpb->knpa", K_t, camera)
+            image = image[..., :2] / image[..., 2:].clamp(min=1e-6)
+            image = torch.einsum("kab,knpb->knpa", linear, image - centre) + centre + shift[:, None, None]
+            inside = F.grid_sample(soft, image / frame * 2 - 1, align_corners=False, padding_mode="border")[:, 0]
+            inside = torch.where(own, torch.ones_like(inside), inside).min(0).values  # N,R*S: inside every mask
+            explained = inside.reshape(count, RAYS, SAMPLES).max(-1).values
+            loss = (shown - torch.minimum(explained, shown)).mean() + PRIOR * (units ** 2).sum() / count
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            with torch.no_grad():
+                units.copy_(torch.as_tensor(without_gauge(units.numpy(), gauge), dtype=torch.float32))
+    return units.detach().numpy().astype(np.float64)
+
+
+def _edge_rays(masks: np.ndarray, Ks: np.ndarray, poses: np.ndarray,
+               bound: float) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Per view: the pixel centres (R,2: x, y) of its edge band (silhouette pixels within BAND of the edge,
+    and the soft fringe outside it) whose rays meet the hull of the masks grown by REACH, and the z-depths
+    where each ray enters and leaves that hull (a point outside a view's frame is not carved by it)."""
+    from scipy import ndimage
+
+    from img2mesh.utils.hull import inside_all
+
+    count, height, width = masks.shape
+    silhouettes = masks >= 0.5
+    band, reach = max(2, round(BAND * width)), max(2, math.ceil(REACH * width))
+    grown = np.stack([ndimage.binary_dilation(s, iterations=reach) for s in silhouettes])
+    line = np.linspace(-bound, bound, HULL_RESOLUTION)
+    grid = np.stack(np.meshgrid(line, line, line, indexing="ij"), -1).reshape(-1, 3)
+    hull = inside_all(grid, grown, Ks, poses, outside_carves=False).reshape((HULL_RESOLUTION,) * 3)
+    steps = 2 * HULL_RESOLUTION
+    pools, near, far = [], [], []
+    for mask, silhouette, K, pose in zip(masks, silhouettes, Ks, poses):
+        rows, cols = np.nonzero((silhouette & ~ndimage.binary_erosion(silhouette, iterations=band))
+                                | ((mask > 0.02) & ~silhouette))
+        pixels = np.stack([cols + 0.5, rows + 0.5], 1)
         R, t = pose[:, :3], pose[:, 3]
         origin = -R.T @ t
-        pixels = np.stack([cols + 0.5, rows + 0.5, np.ones(len(rows))], -1)
-        dirs = (pixels @ np.linalg.inv(K).T) @ R
-        dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
-        distance = float(np.linalg.norm(origin))
-        radius = bound * math.sqrt(3)
-        steps = 2 * RESOLUTION  # half a cell apart across the cube's diagonal
-        depths = np.linspace(max(distance - radius, 1e-3), distance + radius, steps).astype(np.float32)
-        seen = np.zeros(len(rows), bool)
-        scale = (RESOLUTION - 1) / (2 * bound)
-        for chunk in range(0, len(rows), 2048):
-            points = origin.astype(np.float32) + dirs[chunk:chunk + 2048, None, :].astype(np.float32) * depths[None, :, None]
-            cells = np.rint((points + bound) * scale).astype(np.int32)
-            inside = np.all((cells >= 0) & (cells < RESOLUTION), -1)
-            cells = cells.clip(0, RESOLUTION - 1)
-            seen[chunk:chunk + 2048] = (inside & hull[cells[..., 0], cells[..., 1], cells[..., 2]]).any(1)
-        return seen.astype(np.float64)
-
-
-def _nearest_depth(poses: np.ndarray, bound: float) -> float:
-    """The smallest camera-to-cube depth (the largest a cell can look)."""
-    distances = np.linalg.norm(np.einsum("nji,nj->ni", poses[:, :, :3], poses[:, :, 3]), axis=1)
-    return max(float(distances.min()) - bound * math.sqrt(3), 1e-3)
-
-
-def _cell_centres(resolution: int, bound: float) -> np.ndarray:
-    line = -bound + (np.arange(resolution) + 0.5) * (2 * bound / resolution)
-    return np.stack(np.meshgrid(line, line, line, indexing="ij"), -1).reshape(-1, 3)
-
-
-def _background(points: np.ndarray, silhouettes: np.ndarray, Ks: np.ndarray, poses: np.ndarray) -> np.ndarray:
-    """Per view and point (N,P bool), whether the view sees background there (float32 projections: the
-    hulls are rebuilt every round). A point outside a view's frame is not carved by it."""
-    from img2mesh.utils.hull import carves
-
-    points = points.astype(np.float32)
-    return np.stack([carves(points, mask, K.astype(np.float32), pose.astype(np.float32), outside_carves=False)
-                     for mask, K, pose in zip(silhouettes, Ks, poses)])
-
-
-def _without_shared_move(moves: np.ndarray) -> np.ndarray:
-    """The moves less their mean (shift, rotation and log scale): what every view shares is not an error."""
-    params = np.array([similarity_params(m) for m in moves])
-    mean = params.mean(0)
-    return np.stack([similarity(*(p - mean)) for p in params])
+        rays = (np.concatenate([pixels, np.ones((len(pixels), 1))], 1) @ np.linalg.inv(K).T) @ R  # unit z-depth
+        distance, radius = float(np.linalg.norm(origin)), bound * math.sqrt(3)
+        depths = np.linspace(max(distance - radius, 1e-3), distance + radius, steps)  # z-depth >= distance along the ray
+        cells = np.rint((origin + rays[:, None, :] * depths[None, :, None] + bound)
+                        * ((HULL_RESOLUTION - 1) / (2 * bound))).astype(np.int64)
+        within = np.all((cells >= 0) & (cells < HULL_RESOLUTION), -1)
+        cells = cells.clip(0, HULL_RESOLUTION - 1)
+        hit = within & hull[cells[..., 0], cells[..., 1], cells[..., 2]]
+        keep = hit.any(1)
+        first, last = np.argmax(hit, 1), steps - 1 - np.argmax(hit[:, ::-1], 1)
+        step = depths[1] - depths[0]
+        pools.append(pixels[keep])
+        near.append(np.maximum(depths[first[keep]] - 2 * step, 1e-3))
+        far.append(depths[last[keep]] + 2 * step)
+    return pools, near, far
 
 
 def _clipped(moves: np.ndarray) -> np.ndarray:

@@ -36,7 +36,9 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
     views = load_views(views_dir, ctx.config.reconstruct.image_size, cameras_file, masks)
     bound = ctx.config.scene.bound
     given = views
-    cfg, recipe, views = choose(ctx.config.reconstruct, views, bound)  # the levers (and cameras) these views call for
+    native = NativeViews(views, views_dir, cameras_file, masks, ctx.config.reconstruct.image_size)
+    # the levers (and cameras) these views call for; registration reads the views at their own size
+    cfg, recipe, views = choose(ctx.config.reconstruct, views, bound, native)
     if recipe.registration.get("registered"):
         facts = recipe.registration
         ctx.log.info("reconstruct: cameras registered to the silhouettes (shift %.2f px on average, at most %.2f px, "
@@ -76,8 +78,7 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
         stats = train(field, views, settings, render, device, checkpoint, on_step=advance, grid=grid, poses=poses)
     checkpoint.unlink(missing_ok=True)  # a finished field needs no resume point
     save_field(field, folder)
-    save_fitted_views(ctx, field, views, given, recipe.moves, views_dir, cameras_file, masks, poses, render, device,
-                      folder)
+    save_fitted_views(ctx, field, views, given, recipe.moves, native, poses, render, device, folder)
     if poses is not None:  # how far the cameras moved, in pixels and degrees (views.Ks: at the training size)
         distance = float(np.linalg.norm(views.poses[:, :, 3], axis=-1).mean())
         stats.update(poses.summary(distance, float(views.Ks[:, 0, 0].mean())))
@@ -85,29 +86,43 @@ def reconstruct(ctx: StageContext, views_dir: Path, cameras_file: Optional[Path]
             "mask_source": views.mask_source, "views": int(views.images.shape[0]), "view_size": list(views.size)}
 
 
-def save_fitted_views(ctx: StageContext, field: Any, views: Any, given: Any, moves: Any, views_dir: Path,
-                      cameras_file: Optional[Path], masks: Any, poses: Any, render: Any, device: Any,
-                      folder: Path) -> None:
-    """``views.npz`` and ``cameras.json`` beside the field: the views at their own size (re-read when
-    training resized them), the cameras after registration (``moves``, when the views were registered)
-    and pose refinement, each view's colour correction, and the cameras as given."""
+class NativeViews:
+    """The views at their own size, read (and masked) once when first asked for: registration and the
+    fitted views saved beside the field both want them when training resized the views."""
+
+    def __init__(self, views: Any, views_dir: Path, cameras_file: Optional[Path], masks: Any, image_size: int) -> None:
+        self.views, self.args, self.resized = views, (views_dir, 0, cameras_file, masks), bool(image_size)
+        self.read: Any = None
+
+    def __call__(self) -> Any:
+        from img2mesh.reconstruct.views import load_views
+
+        if not self.resized:
+            return self.views
+        if self.read is None:
+            self.read = load_views(*self.args)
+        return self.views if self.read.size == self.views.size else self.read
+
+
+def save_fitted_views(ctx: StageContext, field: Any, views: Any, given: Any, moves: Any, native: NativeViews,
+                      poses: Any, render: Any, device: Any, folder: Path) -> None:
+    """``views.npz`` and ``cameras.json`` beside the field: the views at their own size (``native``), the
+    cameras after registration (``moves``, when the views were registered) and pose refinement, each
+    view's colour correction, and the cameras as given."""
     import dataclasses
 
     from img2mesh.reconstruct.fitted import colour_corrections, refined_poses, save_fitted
     from img2mesh.reconstruct.register import moved_cameras
-    from img2mesh.reconstruct.views import load_views
 
     fitted = refined_poses(views.poses, poses)
     colour = colour_corrections(field, views, fitted, render, device, ctx.config.run.seed)
-    native = views
-    if ctx.config.reconstruct.image_size:
-        native = load_views(views_dir, 0, cameras_file, masks)
-        if native.size == views.size:
-            native = views
-        elif moves is not None:  # the same moves (fractions of the width) at the native size
-            Ks, _ = moved_cameras(native.Ks, native.poses, moves, *native.size)
-            native = dataclasses.replace(native, Ks=Ks)
-    save_fitted(folder, native, fitted, colour, given.poses)
+    saved = native()
+    if saved is native.views:
+        saved = views  # the training views themselves, registered cameras and all
+    elif moves is not None:  # the same moves (fractions of the width) at the native size
+        Ks, _ = moved_cameras(saved.Ks, saved.poses, moves, *saved.size)
+        saved = dataclasses.replace(saved, Ks=Ks)
+    save_fitted(folder, saved, fitted, colour, given.poses)
 
 
 def start_from_masks(ctx: StageContext, cfg: Any, field: Any, views: Any, device: Any,
@@ -220,6 +235,6 @@ _COMMON = dict(name="reconstruct", description="fit a NeuS signed-distance field
                             "segment.matting_size"),
                models=("carvekit",),  # masks of views without alpha (the segment stage's remover)
                # bumped when results change; what each version changed: CHANGELOG.md, "Stage versions"
-               version=9, config=ReconstructConfig, report=panel)
+               version=10, config=ReconstructConfig, report=panel)
 STAGE = Stage(reads=("generate", "enhance"), run=run_on_generated, check_config=check_select, **_COMMON)
 FOLDER_STAGE = Stage(reads=(), run=run_on_folder, check_input=check_views_folder, **_COMMON)
