@@ -233,7 +233,7 @@ def _edge_rays(masks: np.ndarray, Ks: np.ndarray, poses: np.ndarray,
     where each ray enters and leaves that hull (a point outside a view's frame is not carved by it)."""
     from scipy import ndimage
 
-    from img2mesh.utils.hull import inside_all
+    from img2mesh.utils.hull import inside_all, rays_across
 
     count, height, width = masks.shape
     silhouettes = masks >= 0.5
@@ -248,11 +248,7 @@ def _edge_rays(masks: np.ndarray, Ks: np.ndarray, poses: np.ndarray,
         rows, cols = np.nonzero((silhouette & ~ndimage.binary_erosion(silhouette, iterations=band))
                                 | ((mask > 0.02) & ~silhouette))
         pixels = np.stack([cols + 0.5, rows + 0.5], 1)
-        R, t = pose[:, :3], pose[:, 3]
-        origin = -R.T @ t
-        rays = (np.concatenate([pixels, np.ones((len(pixels), 1))], 1) @ np.linalg.inv(K).T) @ R  # unit z-depth
-        distance, radius = float(np.linalg.norm(origin)), bound * math.sqrt(3)
-        depths = np.linspace(max(distance - radius, 1e-3), distance + radius, steps)  # z-depth >= distance along the ray
+        origin, rays, depths = rays_across(pixels, K, pose, bound, steps)
         cells = np.rint((origin + rays[:, None, :] * depths[None, :, None] + bound)
                         * ((HULL_RESOLUTION - 1) / (2 * bound))).astype(np.int64)
         within = np.all((cells >= 0) & (cells < HULL_RESOLUTION), -1)

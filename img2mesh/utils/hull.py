@@ -64,6 +64,19 @@ def carve(masks: np.ndarray, Ks: np.ndarray, poses: np.ndarray, resolution: int,
     return (background_votes(points, masks, Ks, poses) <= tolerance).reshape((resolution,) * 3)
 
 
+def rays_across(pixels: np.ndarray, K: np.ndarray, pose: np.ndarray, bound: float,
+                samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For pixel coordinates (N,2: x, y) of one view: the camera centre (3,), the rays' world directions
+    (N,3) scaled to one unit of camera depth, and ``samples`` camera depths spanning the cube
+    [-bound, bound]³ (a point is ``centre + direction * depth``)."""
+    R, t = pose[:, :3], pose[:, 3]
+    centre = -R.T @ t
+    directions = (np.concatenate([pixels, np.ones((len(pixels), 1))], 1) @ np.linalg.inv(K).T) @ R
+    distance = np.linalg.norm(centre)
+    radius = bound * np.sqrt(3)
+    return centre, directions, np.linspace(max(distance - radius, 1e-3), distance + radius, samples)
+
+
 def silhouette_agreement(masks: np.ndarray, Ks: np.ndarray, poses: np.ndarray, bound: float,
                          samples: int = 64, slack: int = 0, outside_carves: bool = True,
                          max_rays: int = 0) -> np.ndarray:
@@ -89,13 +102,7 @@ def silhouette_agreement(masks: np.ndarray, Ks: np.ndarray, poses: np.ndarray, b
         if 0 < max_rays < rows.size:
             pick = np.sort(rng.choice(rows.size, max_rays, replace=False))
             rows, cols = rows[pick], cols[pick]
-        R, t = pose[:, :3], pose[:, 3]
-        centre = -R.T @ t
-        pixels = np.stack([cols + 0.5, rows + 0.5, np.ones(len(rows))], -1)
-        directions = (pixels @ np.linalg.inv(K).T) @ R  # camera -> world, z-depth 1 per unit
-        distance = np.linalg.norm(centre)
-        radius = bound * np.sqrt(3)
-        depths = np.linspace(max(distance - radius, 1e-3), distance + radius, samples)
+        centre, directions, depths = rays_across(np.stack([cols + 0.5, rows + 0.5], -1), K, pose, bound, samples)
         points = centre + directions[:, None, :] * depths[None, :, None]
         hit = inside_all(points.reshape(-1, 3), carving, Ks, poses, outside_carves).reshape(len(rows), samples).any(1)
         agreement[k] = hit.mean()
